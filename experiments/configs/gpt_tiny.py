@@ -1,0 +1,29 @@
+"""gpt_tiny on the embedded English corpus (bytes): the main job, minutes on a 2-core CPU.
+
+    python -m experiments.train --config experiments/configs/gpt_tiny.py --workdir /tmp/gpt_tiny
+
+`get_config("runlocal")` shrinks everything for a smoke test.
+"""
+from zoo.train.config import base_config
+
+
+def get_config(arg: str | None = None):
+    config = base_config(
+        "gpt_tiny",
+        num_train_steps=600,
+        per_device_batch_size=16,
+        seq_len=256,
+        learning_rate=2e-3,
+        schedule="cosine",
+        warmup_steps=60,
+        dropout_rate=0.0,
+        eval_every_steps=200,
+        checkpoint_every_steps=200,
+    )
+    if arg == "runlocal":
+        config.unlock()
+        config.update(num_train_steps=4, per_device_batch_size=4, seq_len=32, warmup_steps=2,
+                      eval_every_steps=2, checkpoint_every_steps=2, num_eval_batches=2,
+                      sample_length=8, log_every_steps=1)
+        config.lock()
+    return config

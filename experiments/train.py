@@ -1,0 +1,37 @@
+"""Train any registered model through the shared step.
+
+    python -m experiments.train --config experiments/configs/gpt_tiny.py --workdir /tmp/gpt_tiny \
+        [--config.key=value ...]
+
+Rerunning on the same workdir resumes from its latest checkpoint.
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics (resumed if it has any).")
+config_flags.DEFINE_config_file("config", None, "Path to an experiments/configs/*.py file.",
+                                lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; overrides are --config.key=value.")
+    from zoo.train.loop import train_and_evaluate
+
+    summary = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    if summary["eval"]:
+        loss, entropy = summary["eval"]["loss"], summary["unigram_entropy"]
+        print(f"final validation loss {loss:.4f} nats/token vs unigram entropy {entropy:.4f} "
+              f"({100 * (1 - loss / entropy):.1f}% below)", flush=True)
+    if summary["interrupted"]:
+        sys.exit(143 if summary["interrupted"] == "SIGTERM" else 130)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,11 @@
+"""zoo: pure functional sequence models in JAX/Flax that train through one shared step.
+
+Public API:
+    zoo.create_model(name, **overrides) -> flax.linen.Module
+    zoo.list_models(pattern="*") -> list[str]
+    zoo.get_config(name, **overrides) -> the model's frozen config dataclass
+"""
+from zoo import models as _models  # noqa: F401  (registers the model families)
+from zoo.registry import create_model, get_config, list_models
+
+__all__ = ["create_model", "get_config", "list_models"]

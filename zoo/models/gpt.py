@@ -1,0 +1,200 @@
+"""Decoder-only transformer (GPT-2 style language model).
+
+Token embedding + learned positions -> `num_layers` pre-LN blocks (causal self-attention, GELU
+MLP) -> final LayerNorm -> logits through the transposed token embedding (tied weights).
+
+Shapes: B batch, T length (<= max_len), D `emb_dim`, V `vocab_size`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zoo.nn.transformer import PreLNDecoderBlock
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+    """Hyperparameters of `GPT`; names follow the Flax `lm1b` / `wmt` examples."""
+
+    vocab_size: int = 256
+    emb_dim: int = 256
+    num_heads: int = 4
+    num_layers: int = 4
+    mlp_dim: int = 1024
+    max_len: int = 256
+    dropout_rate: float = 0.1
+    scan_layers: bool = False  # run the block stack as one nn.scan (faster compiles, same numbers)
+    remat: bool = False  # recompute block activations in the backward pass (saves memory)
+    dtype: str = "float32"  # compute dtype; parameters stay float32
+    attention_implementation: str | None = None  # None / "xla" / "cudnn" (jax.nn.dot_product_attention)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Trains on a 2-core CPU in minutes (byte-level vocabulary).
+    "gpt_tiny": dict(vocab_size=256, emb_dim=256, num_heads=4, num_layers=4, mlp_dim=1024,
+                     max_len=256, dropout_rate=0.1),
+    # GPT-2 sizes (Radford et al. 2019): 124,439,808 and 354,823,168 parameters.
+    "gpt2_small": dict(vocab_size=50257, emb_dim=768, num_heads=12, num_layers=12, mlp_dim=3072,
+                       max_len=1024, dropout_rate=0.1),
+    "gpt2_medium": dict(vocab_size=50257, emb_dim=1024, num_heads=16, num_layers=24,
+                        mlp_dim=4096, max_len=1024, dropout_rate=0.1),
+}
+
+
+def check_tokens(tokens: Any, vocab_size: int, max_len: int) -> None:
+    """Raises a ValueError naming the problem if `tokens` is not valid (B, T) input.
+
+    Shapes are always checked. Values are checked when they are concrete (outside `jit`):
+    JAX gathers clamp out-of-range ids silently, so the data pipeline checks every batch too.
+    """
+    shape = np.shape(tokens)
+    if len(shape) != 2:
+        raise ValueError(f"tokens must have shape (batch, length); got shape {shape}.")
+    dtype = tokens.dtype if hasattr(tokens, "dtype") else np.asarray(tokens).dtype
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise ValueError(f"tokens must be integer ids; got dtype {dtype}. Cast them to int32.")
+    if shape[1] > max_len:
+        raise ValueError(
+            f"sequence length {shape[1]} exceeds the model's max_len={max_len}; truncate the "
+            f"input to {max_len} tokens or create the model with max_len >= {shape[1]}."
+        )
+    if not isinstance(tokens, jax.core.Tracer) and np.size(tokens):
+        lo, hi = int(np.min(tokens)), int(np.max(tokens))
+        if lo < 0 or hi >= vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(
+                f"token id {bad} is outside [0, vocab_size={vocab_size}); check the tokenizer "
+                f"or create the model with a vocab_size that covers it."
+            )
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer language model: int tokens (B, T) -> logits (B, T, V).
+
+    Usage:
+        model = zoo.create_model("gpt_tiny")
+        variables = model.init(jax.random.key(0), tokens)
+        logits = model.apply(variables, tokens, train=False)
+        logits = model.apply(variables, tokens, train=True, rngs={"dropout": key})
+    With `decode=True` (and `mutable=["cache"]`) it runs incrementally on a KV cache; see
+    `init_cache` and `zoo.decode`.
+    """
+
+    config: GPTConfig
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, *, train: bool = False, decode: bool = False) -> jax.Array:
+        cfg = self.config
+        check_tokens(tokens, cfg.vocab_size, cfg.max_len)
+        dtype = jnp.dtype(cfg.dtype)
+        batch, length = tokens.shape
+
+        embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=nn.initializers.normal(0.02),
+                         name="wte")
+        pos_embed = self.param("wpe", nn.initializers.normal(0.01), (cfg.max_len, cfg.emb_dim))
+        if decode:
+            # Position of the first new token = number of tokens already in the cache.
+            is_init = not self.has_variable("cache", "position")
+            position = self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
+            start = position.value
+            if not is_init:
+                position.value = start + length
+        else:
+            start = 0
+        positions = jax.lax.dynamic_slice_in_dim(pos_embed, start, length, axis=0)  # (T, D)
+        x = embed(tokens) + positions[None]  # (B, T, D)
+        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
+
+        block_kwargs = dict(
+            num_heads=cfg.num_heads,
+            mlp_dim=cfg.mlp_dim,
+            num_layers=cfg.num_layers,
+            dropout_rate=cfg.dropout_rate,
+            deterministic=not train,
+            decode=decode,
+            dtype=dtype,
+            attention_implementation=cfg.attention_implementation,
+        )
+        block = nn.remat(PreLNDecoderBlock) if cfg.remat else PreLNDecoderBlock
+        if cfg.scan_layers:
+            stack = nn.scan(
+                block,
+                variable_axes={"params": 0, "cache": 0},
+                split_rngs={"params": True, "dropout": True},
+                length=cfg.num_layers,
+            )
+            x, _ = stack(**block_kwargs, name="layers")(x, None)
+        else:
+            for i in range(cfg.num_layers):
+                x, _ = block(**block_kwargs, name=f"layers_{i}")(x, None)
+
+        x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name="ln_f")(x)
+        logits = embed.attend(x.astype(jnp.float32))  # (B, T, V), tied to the token embedding
+        return logits
+
+
+def init_cache(model: GPT, batch_size: int, cache_len: int | None = None) -> Any:
+    """An empty KV cache for `batch_size` sequences of up to `cache_len` (default max_len) tokens."""
+    cache_len = cache_len or model.config.max_len
+    tokens = jnp.zeros((batch_size, cache_len), jnp.int32)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, decode=True))
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["cache"])
+
+
+def stack_layers(params: dict) -> dict:
+    """Unscanned params (`layers_0`, `layers_1`, ...) -> scanned params (`layers`, leading axis L)."""
+    names = sorted((k for k in params if k.startswith("layers_")), key=lambda k: int(k[7:]))
+    out = {k: v for k, v in params.items() if not k.startswith("layers_")}
+    out["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *(params[k] for k in names))
+    return out
+
+
+def unstack_layers(params: dict) -> dict:
+    """Scanned params (`layers` with leading axis L) -> unscanned (`layers_0`, ...)."""
+    out = {k: v for k, v in params.items() if k != "layers"}
+    num_layers = jax.tree.leaves(params["layers"])[0].shape[0]
+    for i in range(num_layers):
+        out[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], params["layers"])
+    return out
+
+
+class GPTDecoder:
+    """Adapts `GPT` to the decoder-state protocol of `zoo.decode`.
+
+    The decoder state is the KV cache; `start` prefills it with the prompt in one call.
+    """
+
+    def __init__(self, model: GPT, cache_len: int | None = None):
+        self.model = model
+        self.cache_len = cache_len or model.config.max_len
+
+    def start(self, params, prompt: jax.Array) -> tuple[jax.Array, Any]:
+        """prompt (B, P) -> (logits of the next token (B, V), cache)."""
+        cache = init_cache(self.model, prompt.shape[0], self.cache_len)
+        logits, mutated = self.model.apply(
+            {"params": params, "cache": cache}, prompt, decode=True, mutable=["cache"]
+        )
+        return logits[:, -1], mutated["cache"]
+
+    def step(self, params, cache, token: jax.Array) -> tuple[jax.Array, Any]:
+        """token (B,) -> (logits (B, V), updated cache)."""
+        logits, mutated = self.model.apply(
+            {"params": params, "cache": cache}, token[:, None], decode=True, mutable=["cache"]
+        )
+        return logits[:, 0], mutated["cache"]
+
+
+def _register() -> None:
+    from zoo.registry import register_model
+
+    for name, preset in PRESETS.items():
+        register_model(name, GPTConfig, GPT, preset, task="causal_lm", decoder_cls=GPTDecoder)
+
+
+_register()

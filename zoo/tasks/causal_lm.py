@@ -1,0 +1,65 @@
+"""Causal language modelling: predict token t+1 from tokens <= t.
+
+Batch: {"inputs": (B, T) int32, "targets": (B, T) int32, "weights": (B, T) float32 (0 = padding)}.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from zoo.tasks.base import ApplyFn, Batch, mean_metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class CausalLM:
+    name: str = "causal_lm"
+
+    def loss(self, apply_fn: ApplyFn, params: Any, batch: Batch, rng: jax.Array,
+             train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+        logits = apply_fn({"params": params}, batch["inputs"], train=train,
+                          rngs={"dropout": rng} if train else None)  # (B, T, V)
+        weights = batch["weights"].astype(jnp.float32)
+        token_loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+        loss_sum = jnp.sum(token_loss * weights)
+        correct = jnp.sum((jnp.argmax(logits, -1) == batch["targets"]) * weights)
+        return loss_sum, {"loss": loss_sum, "accuracy": correct, "weight": jnp.sum(weights)}
+
+    def example_inputs(self, model_config: Any, seq_len: int) -> tuple[jax.Array, ...]:
+        """Arguments for `model.init` (shapes only matter)."""
+        return (jnp.zeros((1, seq_len), jnp.int32),)
+
+    def check_batch(self, batch: Batch, model_config: Any) -> None:
+        check_lm_batch(batch, model_config.vocab_size, model_config.max_len)
+
+    def finalize(self, sums: dict[str, Any]) -> dict[str, float]:
+        out = {k: float(v) for k, v in mean_metrics(sums).items()}
+        out["perplexity"] = float(np.exp(min(out["loss"], 50.0)))
+        return out
+
+
+def check_lm_batch(batch: Batch, vocab_size: int, max_len: int) -> None:
+    """Raises ValueError if a host batch has wrong keys, shapes or token ids (before devices see it)."""
+    missing = {"inputs", "targets", "weights"} - set(batch)
+    if missing:
+        raise ValueError(f"a causal-LM batch needs keys inputs/targets/weights; missing {sorted(missing)}.")
+    shape = batch["inputs"].shape
+    for key in ("targets", "weights"):
+        if batch[key].shape != shape:
+            raise ValueError(f"batch[{key!r}] has shape {batch[key].shape}, inputs have {shape}.")
+    if shape[-1] > max_len:
+        raise ValueError(
+            f"sequence length {shape[-1]} exceeds the model's max_len={max_len}; set "
+            f"--config.seq_len <= {max_len} or a larger --config.max_len."
+        )
+    for key in ("inputs", "targets"):
+        lo, hi = int(np.min(batch[key])), int(np.max(batch[key]))
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(
+                f"batch[{key!r}] holds token id {lo if lo < 0 else hi}, outside [0, vocab_size="
+                f"{vocab_size}); the tokenizer and the model's vocab_size disagree."
+            )

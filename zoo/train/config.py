@@ -1,0 +1,101 @@
+"""The run config: training fields shared by every experiment + the chosen model's fields.
+
+`base_config("gpt_tiny")` returns a locked `ml_collections.ConfigDict` holding every training
+field below and every field of the model's config dataclass (preset values), so any of them can
+be overridden from the command line (`--config.dropout_rate=0.0`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import ml_collections
+
+from zoo.registry import get_spec, model_config_fields
+
+TRAIN_DEFAULTS: dict[str, Any] = dict(
+    model="gpt_tiny",  # a name from zoo.list_models()
+    seed=0,
+    # Data.
+    dataset="zoo_text",  # the embedded corpus, or a TFDS dataset name prepared in data_dir
+    data_dir=None,  # None: $ZOO_DATA_DIR or ~/.cache/zoo/tensorflow_datasets
+    tokenizer="byte",
+    eval_split="validation",
+    seq_len=256,
+    # Optimisation.
+    num_train_steps=1000,
+    per_device_batch_size=16,
+    grad_accum_steps=1,  # micro-batches per step (per_device_batch_size must divide by it)
+    learning_rate=1e-3,
+    schedule="cosine",  # cosine | linear | rsqrt (noam) | constant | wsd
+    warmup_steps=100,
+    weight_decay=0.1,
+    grad_clip_norm=1.0,  # 0 disables clipping
+    adam_b1=0.9,
+    adam_b2=0.95,
+    adam_eps=1e-8,
+    # Parallelism: "auto" = pmap over all local devices when there are several, else jit.
+    parallel="auto",
+    # Bookkeeping.
+    log_every_steps=10,
+    eval_every_steps=200,
+    num_eval_batches=20,
+    checkpoint_every_steps=200,
+    keep_checkpoints=3,
+    # Samples printed at the end of training.
+    num_samples=2,
+    sample_prompt="The ",
+    sample_length=200,
+    sample_temperature=0.8,
+    sample_top_k=0,
+    sample_top_p=0.95,
+)
+
+
+def base_config(model: str, **overrides: Any) -> ml_collections.ConfigDict:
+    """Training defaults + the model preset's fields, with `overrides`, locked against typos."""
+    spec = get_spec(model)
+    config = ml_collections.ConfigDict(dict(TRAIN_DEFAULTS))
+    config.model = model
+    preset = dataclasses.asdict(spec.config_cls(**spec.preset))
+    for key, value in preset.items():
+        config[key] = value
+    # Fields that may be None need a declared type so overrides like --config.data_dir=/x work.
+    config.data_dir = ml_collections.FieldReference(None, field_type=str)
+    if "attention_implementation" in config:
+        config.attention_implementation = ml_collections.FieldReference(
+            preset["attention_implementation"], field_type=str)
+    unknown = sorted(set(overrides) - set(config.keys()))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(config))}.")
+    config.update(overrides)
+    config.lock()
+    return config
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming any key that is neither a training field nor a model field."""
+    model_fields = set(model_config_fields(config.model))
+    unknown = sorted(set(config.keys()) - set(TRAIN_DEFAULTS) - model_fields)
+    if unknown:
+        raise ValueError(
+            f"unknown config key(s) {unknown} for model {config.model!r}; valid keys: "
+            f"{', '.join(sorted(set(TRAIN_DEFAULTS) | model_fields))}."
+        )
+    positive = ("num_train_steps", "per_device_batch_size", "grad_accum_steps", "seq_len",
+                "log_every_steps", "eval_every_steps", "checkpoint_every_steps", "keep_checkpoints")
+    for key in positive:
+        if config[key] <= 0:
+            raise ValueError(f"config.{key} must be > 0; got {config[key]}.")
+    if config.per_device_batch_size % config.grad_accum_steps:
+        raise ValueError(
+            f"per_device_batch_size={config.per_device_batch_size} does not divide into "
+            f"grad_accum_steps={config.grad_accum_steps} micro-batches; make it a multiple."
+        )
+    if config.parallel not in ("auto", "pmap", "jit"):
+        raise ValueError(f"config.parallel must be 'auto', 'pmap' or 'jit'; got {config.parallel!r}.")
+
+
+def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The model-config fields present in the run config."""
+    return {k: config[k] for k in model_config_fields(config.model) if k in config}

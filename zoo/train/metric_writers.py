@@ -1,0 +1,37 @@
+"""Metrics to the workdir: JSON lines (metrics.jsonl) and TensorBoard event files (no TensorFlow)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+from tensorboardX import SummaryWriter
+
+
+class MetricWriter:
+    """`write(step, {"loss": 1.2, ...}, split="train")` appends one JSON line and TB scalars."""
+
+    def __init__(self, workdir: str, enabled: bool = True):
+        self.enabled = enabled
+        if enabled:
+            os.makedirs(workdir, exist_ok=True)
+            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, metrics: dict[str, Any], split: str = "train") -> None:
+        if not self.enabled:
+            return
+        values = {k: float(v) for k, v in metrics.items()}
+        record = {"step": int(step), "split": split,
+                  **{k: (v if math.isfinite(v) else str(v)) for k, v in values.items()}}
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        for k, v in values.items():
+            self._tb.add_scalar(f"{split}/{k}", v, int(step))
+        self._tb.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._jsonl.close()
+            self._tb.close()
