@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from zoo.data import corpus
+from zoo.data.sharding import shard_batch  # noqa: F401  (re-exported)
 from zoo.data.tokenizers import ByteTokenizer
 
 Batch = dict[str, np.ndarray]
@@ -101,17 +102,6 @@ class BatchStream:
 
     def get(self, index: int) -> Batch:
         return {k: v[self._rows] for k, v in self._batches[index].items()}
-
-
-def shard_batch(batch: Batch, num_devices: int) -> Batch:
-    """(B, ...) -> (num_devices, B / num_devices, ...) for pmap; a clear error if B does not divide."""
-    size = next(iter(batch.values())).shape[0]
-    if size % num_devices:
-        raise ValueError(
-            f"batch of {size} examples does not divide by {num_devices} devices; set "
-            f"per_device_batch_size so the global batch is a multiple of {num_devices}."
-        )
-    return {k: v.reshape(num_devices, size // num_devices, *v.shape[1:]) for k, v in batch.items()}
 
 
 def create_lm_data(config: Any, global_batch_size: int, *, process_index: int = 0,

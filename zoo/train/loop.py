@@ -22,7 +22,8 @@ import numpy as np
 from flax import jax_utils
 from tqdm import tqdm
 
-from zoo.data.lm import create_lm_data, shard_batch
+from zoo.data.lm import create_lm_data
+from zoo.data.sharding import shard_batch
 from zoo.decode.sampling import generate
 from zoo.registry import get_spec
 from zoo.tasks import get_task

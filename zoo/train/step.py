@@ -26,6 +26,13 @@ AXIS = "batch"  # the pmap axis name
 class TrainState(train_state.TrainState):
     """flax's TrainState (step, params, opt_state, apply_fn, tx)."""
 
+    @classmethod
+    def create(cls, *, apply_fn, params, tx, **kwargs):
+        # A strongly typed int32 step: flax's Python 0 is weakly typed, and the step's type
+        # changing after the first update would compile the train step a second time.
+        state = super().create(apply_fn=apply_fn, params=params, tx=tx, **kwargs)
+        return state.replace(step=jnp.zeros((), jnp.int32))
+
 
 def _split_micro_batches(batch: Batch, num_micro: int) -> Batch:
     def split(x):
@@ -90,8 +97,8 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, task: Task,
 
     new_state = state.apply_gradients(grads=grads)
     metrics = {k: v / weight for k, v in sums.items() if k != "weight"}
-    metrics["grad_norm"] = optax.global_norm(grads)
-    metrics["param_norm"] = optax.global_norm(new_state.params)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    metrics["param_norm"] = optax.tree.norm(new_state.params)
     if learning_rate_fn is not None:
         metrics["learning_rate"] = learning_rate_fn(state.step)
     return new_state, metrics
