@@ -104,6 +104,12 @@ class ZooText(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "pydoc topics and stdlib docstrings, ~5% held out by source hash."}
 
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> tfds.core.Path:
+        """This file. (TFDS's default lookup needs the uninstalled `importlib_resources`.)"""
+        return tfds.core.Path(__file__)
+
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             description=(

@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 
 from zoo.data import corpus
 from zoo.data.sharding import shard_batch  # noqa: F401  (re-exported)
-from zoo.data.tokenizers import ByteTokenizer
+from zoo.data.tokenizers import get_tokenizer
 
 Batch = dict[str, np.ndarray]
 
@@ -110,9 +110,7 @@ def create_lm_data(config: Any, global_batch_size: int, *, process_index: int = 
 
     Config fields: dataset, data_dir, tokenizer, eval_split, seq_len, seed.
     """
-    if config.tokenizer != "byte":
-        raise ValueError(f"unknown tokenizer {config.tokenizer!r}; available: 'byte'.")
-    tokenizer = ByteTokenizer()
+    tokenizer = get_tokenizer(config.tokenizer)
     train = token_stream(load_texts(config.dataset, "train", config.data_dir), tokenizer)
     valid = token_stream(load_texts(config.dataset, config.eval_split, config.data_dir), tokenizer)
     global_batch = global_batch_size

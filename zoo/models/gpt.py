@@ -65,7 +65,8 @@ def check_tokens(tokens: Any, vocab_size: int, max_len: int) -> None:
             f"input to {max_len} tokens or create the model with max_len >= {shape[1]}."
         )
     if not isinstance(tokens, jax.core.Tracer) and np.size(tokens):
-        lo, hi = int(np.min(tokens)), int(np.max(tokens))
+        values = np.asarray(tokens)  # host copy: jnp reductions would be staged inside a jit
+        lo, hi = int(values.min()), int(values.max())
         if lo < 0 or hi >= vocab_size:
             bad = lo if lo < 0 else hi
             raise ValueError(

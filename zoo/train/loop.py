@@ -70,7 +70,8 @@ def _all_finite(tree) -> jax.Array:
 
 def _unreplicate(tree):
     """First device's copy of a pmap-replicated tree, without gathering the others."""
-    return jax.tree.map(lambda x: x.addressable_shards[0].data, tree)
+    # A shard of a pmap output is (1, ...) since pmap runs on shard_map (JAX >= 0.8).
+    return jax.tree.map(lambda x: x.addressable_shards[0].data.reshape(x.shape[1:]), tree)
 
 
 def build_model(config: ml_collections.ConfigDict):
@@ -134,7 +135,13 @@ def evaluate(eval_fn, state, eval_data, task, num_batches: int, num_devices: int
     return task.finalize(totals) if totals is not None else {}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       stop_after_step: int | None = None) -> dict[str, Any]:
+    """Trains `config` in `workdir` (resuming from its checkpoint) -> summary dict.
+
+    `stop_after_step` stops early at that step with a checkpoint, as a preemption would; rerun
+    to continue. The summary holds the final step, eval metrics, params and samples.
+    """
     validate(config)
     spec, model_config, model, task = build_model(config)
     num_local = jax.local_device_count()
@@ -228,8 +235,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     f"{k}={v:.4f}" for k, v in eval_metrics.items()))
             if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
                 save(step, position)
-            if signals.received is not None:
-                interrupted = signal.Signals(signals.received).name
+            if signals.received is not None or step == stop_after_step:
+                interrupted = (signal.Signals(signals.received).name if signals.received
+                               else f"stop_after_step={step}")
                 if ckpt.latest_step() != step:
                     save(step, position)
                 bar.write(f"{interrupted} received: saved a checkpoint at step {step}; "
@@ -261,3 +269,25 @@ def sample_texts(spec, model, params, tokenizer, config) -> list[str]:
                       max_new_tokens=length, temperature=config.sample_temperature,
                       top_k=config.sample_top_k, top_p=config.sample_top_p)
     return [config.sample_prompt + tokenizer.decode(np.asarray(t)) for t in tokens]
+
+
+def load_trained(workdir: str, step: int | None = None):
+    """(registry spec, model, params, meta) from a workdir's latest (or given) checkpoint."""
+    ckpt = Checkpointer(workdir)
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(
+            f"no checkpoint in {ckpt.directory}; train first with "
+            f"python -m experiments.train --config ... --workdir {workdir}")
+    meta = ckpt.restore_meta(step)
+    config = ml_collections.ConfigDict(meta["config"])
+    spec, model_config, model, task = build_model(config)
+    schedule = learning_rate_schedule(config, d_model=getattr(model_config, "emb_dim", None))
+    abstract = jax.eval_shape(lambda: create_state(model, task, create_optimizer(config, schedule),
+                                                   model_config, config.seq_len,
+                                                   jax.random.key(0)))
+    target = {"step": abstract.step, "params": abstract.params, "opt_state": abstract.opt_state,
+              "rng": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))}
+    restored, _ = ckpt.restore(step, target)
+    ckpt.close()
+    return spec, model, restored["params"], meta

@@ -1,0 +1,177 @@
+"""End-to-end runs of the shared loop: resume, signals, NaN guard, wrong checkpoints, configs."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from experiments.configs import gpt_tiny
+from zoo.train.checkpoint import Checkpointer
+from zoo.train.loop import NonFiniteError, train_and_evaluate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(REPO, "experiments", "configs", "*.py")))
+CONFIGS = [c for c in CONFIGS if not c.endswith("__init__.py")]
+
+TINY_MODEL = dict(emb_dim=32, num_heads=2, num_layers=2, mlp_dim=64, max_len=32)
+
+
+def tiny_config(**overrides):
+    config = gpt_tiny.get_config("runlocal")
+    config.unlock()
+    config.update(TINY_MODEL)
+    config.update(num_samples=0, num_eval_batches=1)
+    config.update(overrides)
+    config.lock()
+    return config
+
+
+def load_config(path: str, arg: str | None = None):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cfg", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(c) for c in CONFIGS])
+def test_every_config_loads_and_trains_two_steps(path, tmp_path):
+    config = load_config(path, "runlocal")
+    config.unlock()
+    config.update(num_train_steps=2, num_samples=1, sample_length=4)
+    summary = train_and_evaluate(config, str(tmp_path))
+    assert summary["step"] == 2
+    assert np.isfinite(summary["eval"]["loss"])
+    assert len(summary["samples"]) == 1
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert {"train", "eval"} == {r["split"] for r in records}
+    assert glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
+    """In process: stop at step 3 (a preemption), rerun to step 8."""
+    full = train_and_evaluate(tiny_config(num_train_steps=8), str(tmp_path / "full"))
+    first = train_and_evaluate(tiny_config(num_train_steps=8), str(tmp_path / "split"),
+                               stop_after_step=3)
+    assert first["step"] == 3 and first["interrupted"]
+    resumed = train_and_evaluate(tiny_config(num_train_steps=8), str(tmp_path / "split"))
+    assert resumed["step"] == 8
+    chex.assert_trees_all_equal(resumed["params"], full["params"])  # bit-identical
+
+
+def test_checkpoint_round_trip(tmp_path):
+    tree = {"params": {"w": np.arange(6, dtype=np.float32).reshape(2, 3)},
+            "step": np.int32(7), "rng": jax.random.key_data(jax.random.key(3))}
+    ckpt = Checkpointer(str(tmp_path))
+    ckpt.save(7, tree, {"model": "m", "data_position": 7})
+    restored, meta = ckpt.restore(7, jax.eval_shape(lambda: tree))
+    chex.assert_trees_all_equal(restored, tree)
+    assert meta == {"model": "m", "data_position": 7}
+    assert ckpt.latest_step() == 7
+
+
+def test_non_finite_loss_never_reaches_a_checkpoint(tmp_path):
+    config = tiny_config(num_train_steps=20, learning_rate=1e30, warmup_steps=0,
+                         schedule="constant", grad_clip_norm=0.0, log_every_steps=1,
+                         checkpoint_every_steps=1)
+    with pytest.raises(NonFiniteError, match=r"not finite|loss is"):
+        train_and_evaluate(config, str(tmp_path))
+    ckpt = Checkpointer(str(tmp_path))
+    for step in ckpt.manager.all_steps():
+        restored = ckpt.manager.restore(step)
+        for leaf in jax.tree.leaves(restored["state"]["params"]):
+            assert np.all(np.isfinite(leaf)), f"checkpoint {step} holds non-finite params"
+
+
+def test_checkpoint_of_a_different_model_is_refused(tmp_path):
+    train_and_evaluate(tiny_config(num_train_steps=2), str(tmp_path))
+    with pytest.raises(ValueError, match=r"belongs to model.*emb_dim.*fresh --workdir"):
+        train_and_evaluate(tiny_config(num_train_steps=4, emb_dim=16), str(tmp_path))
+
+
+def test_token_ids_outside_the_vocabulary_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"outside \[0, vocab_size=100\)"):
+        train_and_evaluate(tiny_config(vocab_size=100), str(tmp_path))
+
+
+def test_sequence_longer_than_max_len_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"exceeds the model's max_len=32"):
+        train_and_evaluate(tiny_config(seq_len=64), str(tmp_path))
+
+
+def _train_cmd(workdir, *overrides):
+    return [sys.executable, "-m", "experiments.train",
+            "--config", os.path.join(REPO, "experiments", "configs", "gpt_tiny.py") + ":runlocal",
+            "--workdir", str(workdir), *overrides]
+
+
+def _env():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+TINY_FLAGS = [f"--config.{k}={v}" for k, v in TINY_MODEL.items()] + [
+    "--config.num_samples=0", "--config.num_eval_batches=1"]
+
+
+def test_unknown_config_key_on_the_command_line(tmp_path):
+    out = subprocess.run(_train_cmd(tmp_path, "--config.hiden_size=3"), capture_output=True,
+                         text=True, env=_env(), cwd=REPO, timeout=300)
+    assert out.returncode != 0
+    assert "hiden_size" in out.stderr
+
+
+@pytest.mark.slow
+def test_sigkill_then_restart_ends_bit_identical(tmp_path):
+    """A real process is killed (SIGKILL) after a checkpoint; the restart matches a clean run."""
+    steps = ["--config.num_train_steps=40", "--config.checkpoint_every_steps=10",
+             "--config.eval_every_steps=100", *TINY_FLAGS]
+    clean = tmp_path / "clean"
+    subprocess.run(_train_cmd(clean, *steps), check=True, env=_env(), cwd=REPO, timeout=600,
+                   capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(killed, *steps), env=_env(), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "10").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert Checkpointer(str(killed)).latest_step() in range(10, 40), "kill came too late"
+    subprocess.run(_train_cmd(killed, *steps), check=True, env=_env(), cwd=REPO, timeout=600,
+                   capture_output=True)
+
+    a, b = Checkpointer(str(clean)), Checkpointer(str(killed))
+    assert a.latest_step() == b.latest_step() == 40
+    chex.assert_trees_all_equal(a.manager.restore(40)["state"], b.manager.restore(40)["state"])
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
+    steps = ["--config.num_train_steps=100000", "--config.checkpoint_every_steps=100000",
+             "--config.eval_every_steps=100000", *TINY_FLAGS]
+    proc = subprocess.Popen(_train_cmd(tmp_path, *steps), env=_env(), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not (tmp_path / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 143, output
+    assert "SIGTERM received: saved a checkpoint" in output
+    step = Checkpointer(str(tmp_path)).latest_step()
+    assert step is not None and step > 0
