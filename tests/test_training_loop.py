@@ -175,3 +175,13 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
     assert "SIGTERM received: saved a checkpoint" in output
     step = Checkpointer(str(tmp_path)).latest_step()
     assert step is not None and step > 0
+
+
+@pytest.mark.slow
+def test_trains_on_a_real_tfds_dataset_by_name(tmp_path):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=200):
+        summary = train_and_evaluate(tiny_config(dataset="tiny_shakespeare", num_train_steps=2),
+                                     str(tmp_path))
+    assert summary["step"] == 2 and np.isfinite(summary["eval"]["loss"])
