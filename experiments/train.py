@@ -34,4 +34,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from experiments.config_check import unknown_override_error
+
+    error = unknown_override_error(sys.argv)
+    if error:
+        sys.exit(f"error: {error}")
     app.run(main)
