@@ -47,7 +47,8 @@ def main(argv):
     prompt = jnp.tile(jnp.asarray(prompt_ids, jnp.int32)[None], (FLAGS.num_samples, 1))
     tokens = generate(spec.decoder_cls(model), params, prompt, jax.random.key(FLAGS.seed),
                       max_new_tokens=new_tokens, temperature=FLAGS.temperature,
-                      top_k=FLAGS.top_k, top_p=FLAGS.top_p)
+                      top_k=FLAGS.top_k, top_p=FLAGS.top_p,
+                      num_valid_tokens=tokenizer.vocab_size)
     for row in np.asarray(tokens):
         print(FLAGS.prompt + tokenizer.decode(row))
         print("-" * 40)

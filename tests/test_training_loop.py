@@ -93,10 +93,34 @@ def test_non_finite_loss_never_reaches_a_checkpoint(tmp_path):
             assert np.all(np.isfinite(leaf)), f"checkpoint {step} holds non-finite params"
 
 
-def test_checkpoint_of_a_different_model_is_refused(tmp_path):
-    train_and_evaluate(tiny_config(num_train_steps=2), str(tmp_path))
+@pytest.fixture(scope="module")
+def trained_workdir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("trained")
+    train_and_evaluate(tiny_config(num_train_steps=2), str(workdir))
+    return workdir
+
+
+def test_checkpoint_of_a_different_model_is_refused(trained_workdir):
     with pytest.raises(ValueError, match=r"belongs to model.*emb_dim.*fresh --workdir"):
-        train_and_evaluate(tiny_config(num_train_steps=4, emb_dim=16), str(tmp_path))
+        train_and_evaluate(tiny_config(num_train_steps=4, emb_dim=16), str(trained_workdir))
+
+
+@pytest.mark.slow
+def test_generate_cli_samples_from_the_latest_checkpoint(trained_workdir):
+    cmd = [sys.executable, "-m", "experiments.generate", "--workdir", str(trained_workdir),
+           "--prompt", "The ", "--max_new_tokens", "6", "--temperature", "0",
+           "--num_samples", "2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
+    samples = [line for line in out.stdout.splitlines() if line.startswith("The ")]
+    assert len(samples) == 2 and samples[0] == samples[1]  # greedy: identical continuations
+
+
+def test_generate_cli_without_a_checkpoint(tmp_path):
+    cmd = [sys.executable, "-m", "experiments.generate", "--workdir", str(tmp_path),
+           "--prompt", "x"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
+    assert out.returncode != 0 and "no checkpoint in" in out.stderr
 
 
 def test_token_ids_outside_the_vocabulary_are_refused(tmp_path):

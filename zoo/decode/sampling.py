@@ -48,10 +48,12 @@ def choose_token(logits: jax.Array, rng: jax.Array, *, temperature: float = 1.0,
 
 def generate(decoder: Decoder, params: Any, prompt: jax.Array, rng: jax.Array, *,
              max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-             return_logits: bool = False):
+             num_valid_tokens: int | None = None, return_logits: bool = False):
     """Continues `prompt` (B, P) by `max_new_tokens` tokens -> (B, N) int32.
 
-    With `return_logits=True` also returns the logits (B, N, V) each new token was chosen from.
+    `num_valid_tokens` restricts choices to ids below it (a tokenizer smaller than the model's
+    vocabulary, e.g. bytes in GPT-2's 50257 slots). With `return_logits=True` also returns the
+    logits (B, N, V) each new token was chosen from.
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 means greedy); got {temperature}.")
@@ -60,16 +62,19 @@ def generate(decoder: Decoder, params: Any, prompt: jax.Array, rng: jax.Array, *
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0 (0 disables it); got {top_k}.")
     return _generate(decoder, params, prompt, rng, max_new_tokens, float(temperature), int(top_k),
-                     float(top_p), return_logits)
+                     float(top_p), num_valid_tokens, return_logits)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7, 8))
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7, 8, 9))
 def _generate(decoder, params, prompt, rng, max_new_tokens, temperature, top_k, top_p,
-              return_logits):
+              num_valid_tokens, return_logits):
     logits, state = decoder.start(params, prompt)
 
     def body(carry, step_rng):
         logits, state = carry
+        if num_valid_tokens is not None:
+            valid = jnp.arange(logits.shape[-1]) < num_valid_tokens
+            logits = jnp.where(valid, logits, jnp.finfo(logits.dtype).min)
         token = choose_token(logits, step_rng, temperature=temperature, top_k=top_k, top_p=top_p)
         next_logits, state = decoder.step(params, state, token)
         return (next_logits, state), (token, logits)

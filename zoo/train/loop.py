@@ -267,7 +267,8 @@ def sample_texts(spec, model, params, tokenizer, config) -> list[str]:
     prompt = jnp.tile(jnp.asarray(prompt_ids, jnp.int32)[None], (config.num_samples, 1))
     tokens = generate(spec.decoder_cls(model), params, prompt, jax.random.key(config.seed + 1),
                       max_new_tokens=length, temperature=config.sample_temperature,
-                      top_k=config.sample_top_k, top_p=config.sample_top_p)
+                      top_k=config.sample_top_k, top_p=config.sample_top_p,
+                      num_valid_tokens=tokenizer.vocab_size)
     return [config.sample_prompt + tokenizer.decode(np.asarray(t)) for t in tokens]
 
 
