@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics (resumed if it has any).")
@@ -22,6 +22,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; overrides are --config.key=value.")
+    if not FLAGS["verbosity"].present:  # orbax logs every checkpoint write at INFO
+        logging.set_verbosity(logging.WARNING)
     from zoo.train.loop import train_and_evaluate
 
     summary = train_and_evaluate(FLAGS.config, FLAGS.workdir)
