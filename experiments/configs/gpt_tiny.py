@@ -10,15 +10,15 @@ from zoo.train.config import base_config
 def get_config(arg: str | None = None):
     config = base_config(
         "gpt_tiny",
-        num_train_steps=420,
+        num_train_steps=450,
         per_device_batch_size=16,
         seq_len=256,
         learning_rate=2e-3,
         schedule="cosine",
         warmup_steps=40,
         dropout_rate=0.0,
-        eval_every_steps=140,
-        checkpoint_every_steps=140,
+        eval_every_steps=150,
+        checkpoint_every_steps=150,
     )
     if arg == "runlocal":
         config.unlock()
