@@ -233,7 +233,7 @@ class JaxStep:
             state, metrics = self.step(state, self.batch, self.rng)
         self.jax.block_until_ready((state, metrics))
         self.state = state
-        return (time.perf_counter() - t0) / n
+        return (time.perf_counter() - t0) / max(n, 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,7 +333,7 @@ class TorchStep:
         t0 = time.perf_counter()
         for _ in range(n):
             self._step()
-        return (time.perf_counter() - t0) / n
+        return (time.perf_counter() - t0) / max(n, 1)
 
 
 # --------------------------------------------------------------------------------------------
