@@ -449,8 +449,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     names = {"jax": f"JAX zoo jit_train_step (jax {jax.__version__})",
              "torch": f"PyTorch eager (torch {torch_version})"}
     print()
-    print(f"| implementation | ms/step (min-max) | tokens/s | GFLOP/s | % of peak | vs PyTorch |")
-    print(f"|---|---|---|---|---|---|")
+    print("| implementation | ms/step (min-max) | tokens/s | GFLOP/s | % of peak | vs PyTorch |")
+    print("|---|---|---|---|---|---|")
     for k, r in results.items():
         ratio = f"{r['tokens_per_s'] / ref['tokens_per_s']:.2f}x" if ref else "n/a"
         print(f"| {names[k]} | {r['ms_per_step']:.0f} ({r['ms_per_step_min']:.0f}-"

@@ -24,33 +24,22 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
     from zoo.data.tokenizers import get_tokenizer
-    from zoo.decode.sampling import generate
-    from zoo.train.loop import load_trained
+    from zoo.train.loop import load_trained, sample_texts
 
     spec, model, params, meta = load_trained(FLAGS.workdir, FLAGS.step)
     if spec.decoder_cls is None:
         raise app.UsageError(f"model {meta['model']!r} cannot generate text.")
-    tokenizer = get_tokenizer(meta["tokenizer"])
-    prompt_ids = tokenizer.encode(FLAGS.prompt)
-    if len(prompt_ids) == 0:
-        raise app.UsageError("--prompt is empty; give at least one character to continue.")
-    max_len = model.config.max_len
-    if len(prompt_ids) >= max_len:
-        raise app.UsageError(f"the prompt has {len(prompt_ids)} tokens; the model's max_len is "
-                             f"{max_len}. Shorten the prompt.")
-    new_tokens = min(FLAGS.max_new_tokens, max_len - len(prompt_ids))
-    prompt = jnp.tile(jnp.asarray(prompt_ids, jnp.int32)[None], (FLAGS.num_samples, 1))
-    tokens = generate(spec.decoder_cls(model), params, prompt, jax.random.key(FLAGS.seed),
-                      max_new_tokens=new_tokens, temperature=FLAGS.temperature,
-                      top_k=FLAGS.top_k, top_p=FLAGS.top_p,
-                      num_valid_tokens=tokenizer.vocab_size)
-    for row in np.asarray(tokens):
-        print(FLAGS.prompt + tokenizer.decode(row))
+    try:
+        samples = sample_texts(
+            spec.decoder_cls(model), params, get_tokenizer(meta["tokenizer"]), FLAGS.prompt,
+            num_samples=FLAGS.num_samples, max_new_tokens=FLAGS.max_new_tokens,
+            max_len=getattr(model.config, "max_len", None), temperature=FLAGS.temperature,
+            top_k=FLAGS.top_k, top_p=FLAGS.top_p, seed=FLAGS.seed)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
+    for text in samples:
+        print(text)
         print("-" * 40)
 
 

@@ -127,7 +127,7 @@ def evaluate(eval_fn, state, eval_data, task, num_batches: int, num_devices: int
         batch = eval_data.get(i)
         task.check_batch(batch, model_config)
         if num_devices:
-            sums = jax.tree.map(lambda x: x[0], eval_fn(state, shard_batch(batch, num_devices)))
+            sums = _unreplicate(eval_fn(state, shard_batch(batch, num_devices)))
         else:
             sums = eval_fn(state, batch)
         sums = jax.device_get(sums)
@@ -251,25 +251,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                "eval": eval_metrics, "interrupted": interrupted,
                "params": host_state(state).params}
     if interrupted is None and config.num_samples > 0 and spec.decoder_cls is not None and is_chief:
-        summary["samples"] = sample_texts(spec, model, host_state(state).params, tokenizer, config)
+        summary["samples"] = sample_texts(
+            spec.decoder_cls(model), host_state(state).params, tokenizer, config.sample_prompt,
+            num_samples=config.num_samples, max_new_tokens=config.sample_length,
+            max_len=getattr(model_config, "max_len", None), temperature=config.sample_temperature,
+            top_k=config.sample_top_k, top_p=config.sample_top_p, seed=config.seed + 1)
         for text in summary["samples"]:
             print("-" * 40 + "\n" + text, flush=True)
     return summary
 
 
-def sample_texts(spec, model, params, tokenizer, config) -> list[str]:
-    """`num_samples` continuations of `sample_prompt`, through the model's KV-cache decoder."""
-    prompt_ids = tokenizer.encode(config.sample_prompt)
-    max_len = getattr(model.config, "max_len", None)
-    length = config.sample_length
+def sample_texts(decoder, params, tokenizer, prompt: str, *, num_samples: int,
+                 max_new_tokens: int, max_len: int | None, temperature: float, top_k: int,
+                 top_p: float, seed: int) -> list[str]:
+    """`num_samples` continuations of `prompt` (text), through the model's decoder.
+
+    Generation stops at the model's `max_len`; a prompt that leaves no room is an error.
+    """
+    prompt_ids = tokenizer.encode(prompt)
+    if len(prompt_ids) == 0:
+        raise ValueError("the prompt is empty; give at least one character to continue.")
     if max_len is not None:
-        length = min(length, max_len - len(prompt_ids))
-    prompt = jnp.tile(jnp.asarray(prompt_ids, jnp.int32)[None], (config.num_samples, 1))
-    tokens = generate(spec.decoder_cls(model), params, prompt, jax.random.key(config.seed + 1),
-                      max_new_tokens=length, temperature=config.sample_temperature,
-                      top_k=config.sample_top_k, top_p=config.sample_top_p,
+        if len(prompt_ids) >= max_len:
+            raise ValueError(f"the prompt has {len(prompt_ids)} tokens; the model's max_len is "
+                             f"{max_len}. Shorten the prompt.")
+        max_new_tokens = min(max_new_tokens, max_len - len(prompt_ids))
+    tokens = generate(decoder, params,
+                      jnp.tile(jnp.asarray(prompt_ids, jnp.int32)[None], (num_samples, 1)),
+                      jax.random.key(seed), max_new_tokens=max_new_tokens,
+                      temperature=temperature, top_k=top_k, top_p=top_p,
                       num_valid_tokens=tokenizer.vocab_size)
-    return [config.sample_prompt + tokenizer.decode(np.asarray(t)) for t in tokens]
+    return [prompt + tokenizer.decode(np.asarray(t)) for t in tokens]
 
 
 def load_trained(workdir: str, step: int | None = None):

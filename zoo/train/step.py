@@ -11,14 +11,14 @@ by the total weight, so 4 devices x B/4 give the same update as 1 device x B.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from zoo.tasks.base import Batch, Task
+from zoo.tasks.base import Batch, Task, mean_metrics
 
 AXIS = "batch"  # the pmap axis name
 
@@ -96,7 +96,7 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, task: Task,
     grads = jax.tree.map(lambda g: g / weight, grad_sums)
 
     new_state = state.apply_gradients(grads=grads)
-    metrics = {k: v / weight for k, v in sums.items() if k != "weight"}
+    metrics = mean_metrics(sums)
     metrics["grad_norm"] = optax.tree.norm(grads)
     metrics["param_norm"] = optax.tree.norm(new_state.params)
     if learning_rate_fn is not None:
