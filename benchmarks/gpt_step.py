@@ -185,7 +185,7 @@ OPT_CONFIG = types.SimpleNamespace(  # zoo.train.config.TRAIN_DEFAULTS / experim
 class JaxStep:
     """The zoo's jitted train step on gpt_tiny-shaped data; `run(n)` -> seconds per step."""
 
-    def __init__(self, model_name: str, batch: int, seq_len: int):
+    def __init__(self, model_name: str, batch: int, seq_len: int, **model_overrides: Any):
         import jax
         import jax.numpy as jnp
 
@@ -196,7 +196,8 @@ class JaxStep:
         from zoo.train.schedules import create_schedule
 
         self.jax = jax
-        self.model = zoo.create_model(model_name, dropout_rate=0.0, max_len=max(seq_len, 1))
+        self.model = zoo.create_model(model_name, dropout_rate=0.0, max_len=max(seq_len, 1),
+                                      **model_overrides)
         cfg = self.model.config
         schedule = create_schedule("cosine", learning_rate=OPT_CONFIG.learning_rate,
                                    warmup_steps=OPT_CONFIG.warmup_steps,
@@ -357,6 +358,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="seconds to wait for an idle CPU before each round (0: never wait)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--jax-attention", nargs="+", default=["auto"],
+                   help="one JAX side per attention_implementation (auto = the model default: "
+                        "blocked on CPU), e.g. --jax-attention auto xla")
     p.add_argument("--json", default=None, help="write the numbers to this file")
     args = p.parse_args(argv)
 
@@ -405,7 +409,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"peak (max of the above): {peak_gflops:.1f} GFLOP/s")
 
     # (b), (c): train steps.
-    jstep = JaxStep(args.model, args.batch, args.seq_len)
+    jax_sides = {}
+    for impl in args.jax_attention:
+        name = "jax" if impl == "auto" else f"jax-{impl}"
+        overrides = {} if impl == "auto" else {"attention_implementation": impl}
+        jax_sides[name] = JaxStep(args.model, args.batch, args.seq_len, **overrides)
+    jstep = next(iter(jax_sides.values()))
     cfg = jstep.model.config
     flops = step_flops(cfg.num_layers, cfg.emb_dim, cfg.mlp_dim, cfg.vocab_size,
                        args.batch, args.seq_len)
@@ -413,7 +422,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"{args.model}: {jstep.num_params:,} params, B={args.batch} T={args.seq_len}; "
           f"FLOPs/step analytic {flops['per_step'] / 1e9:.2f} GFLOP, XLA cost_analysis {xla}; "
           f"JAX compile {jstep.compile_s:.1f}s")
-    sides: dict[str, Any] = {"jax": jstep}
+    sides: dict[str, Any] = dict(jax_sides)
     if torch:
         sides["torch"] = TorchStep(cfg, args.batch, args.seq_len, threads)
     print("first-step loss: " + ", ".join(f"{k} {s.first_loss:.4f}" for k, s in sides.items()))
@@ -446,8 +455,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "pct_peak": 100 * flops["per_step"] / t / 1e9 / peak_gflops,
         }
     ref = results.get("torch")
-    names = {"jax": f"JAX zoo jit_train_step (jax {jax.__version__})",
-             "torch": f"PyTorch eager (torch {torch_version})"}
+    names = {k: f"JAX zoo jit_train_step, attention {k[4:] or 'auto'} (jax {jax.__version__})"
+             for k in jax_sides}
+    names["torch"] = f"PyTorch eager (torch {torch_version})"
     print()
     print("| implementation | ms/step (min-max) | tokens/s | GFLOP/s | % of peak | vs PyTorch |")
     print("|---|---|---|---|---|---|")

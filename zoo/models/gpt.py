@@ -13,8 +13,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from zoo.models.inputs import check_tokens
 from zoo.nn.transformer import PreLNDecoderBlock
 
 
@@ -32,7 +32,7 @@ class GPTConfig:
     scan_layers: bool = False  # run the block stack as one nn.scan (faster compiles, same numbers)
     remat: bool = False  # recompute block activations in the backward pass (saves memory)
     dtype: str = "float32"  # compute dtype; parameters stay float32
-    attention_implementation: str | None = None  # None / "xla" / "cudnn" (jax.nn.dot_product_attention)
+    attention_implementation: str | None = None  # None (auto) / "blocked" / "xla" / "cudnn"
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -45,34 +45,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpt2_medium": dict(vocab_size=50257, emb_dim=1024, num_heads=16, num_layers=24,
                         mlp_dim=4096, max_len=1024, dropout_rate=0.1),
 }
-
-
-def check_tokens(tokens: Any, vocab_size: int, max_len: int) -> None:
-    """Raises a ValueError naming the problem if `tokens` is not valid (B, T) input.
-
-    Shapes are always checked. Values are checked when they are concrete (outside `jit`):
-    JAX gathers clamp out-of-range ids silently, so the data pipeline checks every batch too.
-    """
-    shape = np.shape(tokens)
-    if len(shape) != 2:
-        raise ValueError(f"tokens must have shape (batch, length); got shape {shape}.")
-    dtype = tokens.dtype if hasattr(tokens, "dtype") else np.asarray(tokens).dtype
-    if not jnp.issubdtype(dtype, jnp.integer):
-        raise ValueError(f"tokens must be integer ids; got dtype {dtype}. Cast them to int32.")
-    if shape[1] > max_len:
-        raise ValueError(
-            f"sequence length {shape[1]} exceeds the model's max_len={max_len}; truncate the "
-            f"input to {max_len} tokens or create the model with max_len >= {shape[1]}."
-        )
-    if not isinstance(tokens, jax.core.Tracer) and np.size(tokens):
-        values = np.asarray(tokens)  # host copy: jnp reductions would be staged inside a jit
-        lo, hi = int(values.min()), int(values.max())
-        if lo < 0 or hi >= vocab_size:
-            bad = lo if lo < 0 else hi
-            raise ValueError(
-                f"token id {bad} is outside [0, vocab_size={vocab_size}); check the tokenizer "
-                f"or create the model with a vocab_size that covers it."
-            )
 
 
 class GPT(nn.Module):

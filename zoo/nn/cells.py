@@ -1,0 +1,160 @@
+"""Recurrent cells (Elman, LSTM, GRU) as pure step functions plus single-step Flax modules.
+
+A cell's parameters, for input width D, hidden width H and G gates:
+
+    input_kernel  (D, G*H)   applied to all time steps at once, outside the recurrence
+    hidden_kernel (H, G*H)   the only matmul inside the recurrence
+    bias          (G*H,)     added to the input projection
+    hidden_bias   (H,)       GRU only: the bias of the candidate's hidden matmul (see GRU)
+
+Gates are laid out in PyTorch's order, so PyTorch weights map over by a transpose
+(`zoo.nn.torch_import`): LSTM (i, f, g, o), GRU (r, z, n).
+
+A carry is a tuple of (B, H) arrays: (h,) for Elman and GRU, (h, c) for the LSTM. A cell's
+`step(params, carry, xp)` takes one time step's projected input xp (B, G*H) and returns the new
+carry; the output at that step is always `carry[0]` (h).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Carry = tuple[jax.Array, ...]
+Params = dict[str, jax.Array]
+
+
+def _elman_step(activation: Callable[[jax.Array], jax.Array]):
+    def step(params: Params, carry: Carry, xp: jax.Array) -> Carry:
+        (h,) = carry
+        return (activation(xp + h @ params["hidden_kernel"]),)
+
+    return step
+
+
+def _lstm_step(params: Params, carry: Carry, xp: jax.Array) -> Carry:
+    h, c = carry
+    gates = xp + h @ params["hidden_kernel"]  # (B, 4H): i, f, g, o
+    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    return jax.nn.sigmoid(o) * jnp.tanh(c), c
+
+
+def _gru_step(params: Params, carry: Carry, xp: jax.Array) -> Carry:
+    (h,) = carry
+    hidden = h @ params["hidden_kernel"]  # (B, 3H): r, z, n
+    x_r, x_z, x_n = jnp.split(xp, 3, axis=-1)
+    h_r, h_z, h_n = jnp.split(hidden, 3, axis=-1)
+    r = jax.nn.sigmoid(x_r + h_r)
+    z = jax.nn.sigmoid(x_z + h_z)
+    n = jnp.tanh(x_n + r * (h_n + params["hidden_bias"][None]))
+    return ((1.0 - z) * n + z * h,)
+
+
+@dataclasses.dataclass(frozen=True)
+class CellType:
+    """What the layers need to know about a cell: gates, carry parts, step function."""
+
+    name: str
+    num_gates: int
+    carry_parts: int  # 2 for the LSTM (h, c), else 1
+    step: Callable[[Params, Carry, jax.Array], Carry]
+    hidden_bias: bool = False  # GRU: a separate bias inside the reset-gated hidden term
+    forget_bias: float | None = None  # LSTM: initial value of the forget gate's bias
+
+    def init_carry(self, batch_size: int, hidden_size: int, dtype=jnp.float32) -> Carry:
+        return tuple(jnp.zeros((batch_size, hidden_size), dtype) for _ in range(self.carry_parts))
+
+
+CELL_TYPES: dict[str, CellType] = {
+    "rnn_tanh": CellType("rnn_tanh", 1, 1, _elman_step(jnp.tanh)),
+    "rnn_relu": CellType("rnn_relu", 1, 1, _elman_step(jax.nn.relu)),
+    "lstm": CellType("lstm", 4, 2, _lstm_step, forget_bias=1.0),
+    "gru": CellType("gru", 3, 1, _gru_step, hidden_bias=True),
+}
+
+
+def get_cell_type(name: str) -> CellType:
+    if name not in CELL_TYPES:
+        raise ValueError(f"unknown cell {name!r}; choose one of {', '.join(CELL_TYPES)}.")
+    return CELL_TYPES[name]
+
+
+def _bias_init(cell: CellType):
+    def init(key, shape, dtype=jnp.float32):
+        bias = jnp.zeros(shape, dtype)
+        if cell.forget_bias is not None:  # LSTM gate order i, f, g, o
+            hidden = shape[0] // cell.num_gates
+            bias = bias.at[hidden:2 * hidden].set(cell.forget_bias)
+        return bias
+
+    return init
+
+
+def cell_params(module: nn.Module, cell: CellType, input_size: int, hidden_size: int,
+                kernel_init: nn.initializers.Initializer,
+                recurrent_init: nn.initializers.Initializer) -> Params:
+    """Declares a cell's parameters on `module` (inside its compact method) and returns them."""
+    width = cell.num_gates * hidden_size
+    params = {
+        "input_kernel": module.param("input_kernel", kernel_init, (input_size, width)),
+        "hidden_kernel": module.param("hidden_kernel", recurrent_init, (hidden_size, width)),
+        "bias": module.param("bias", _bias_init(cell), (width,)),
+    }
+    if cell.hidden_bias:
+        params["hidden_bias"] = module.param("hidden_bias", nn.initializers.zeros, (hidden_size,))
+    return params
+
+
+def project_inputs(params: Params, x: jax.Array) -> jax.Array:
+    """(..., D) -> (..., G*H): the input half of every gate, for all time steps in one matmul."""
+    bias = params["bias"].reshape((1,) * (x.ndim - 1) + (-1,))
+    return x @ params["input_kernel"] + bias
+
+
+class Cell(nn.Module):
+    """One step of a recurrent cell, like `flax.linen.LSTMCell`: (carry, x (B, D)) -> (carry, h).
+
+    The layers in `zoo.nn.recurrent` do not call this module step by step; they share its
+    parameter layout and step function but hoist the input matmul out of the time loop.
+    """
+
+    cell: str  # "rnn_tanh" | "rnn_relu" | "lstm" | "gru"
+    hidden_size: int
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+    recurrent_init: nn.initializers.Initializer = nn.initializers.orthogonal()
+
+    @nn.compact
+    def __call__(self, carry: Carry, x: jax.Array) -> tuple[Carry, jax.Array]:
+        cell = get_cell_type(self.cell)
+        params = cell_params(self, cell, x.shape[-1], self.hidden_size, self.kernel_init,
+                             self.recurrent_init)
+        carry = cell.step(params, carry, project_inputs(params, x))
+        return carry, carry[0]
+
+    def initialize_carry(self, batch_size: int) -> Carry:
+        return get_cell_type(self.cell).init_carry(batch_size, self.hidden_size)
+
+
+def ElmanCell(hidden_size: int, nonlinearity: str = "tanh", **kwargs) -> Cell:
+    """Elman RNN cell: h' = act(x W_i + b + h W_h), act = tanh or relu."""
+    return Cell(cell=f"rnn_{nonlinearity}", hidden_size=hidden_size, **kwargs)
+
+
+def LSTMCell(hidden_size: int, **kwargs) -> Cell:
+    """LSTM cell (gates i, f, g, o; forget-gate bias initialised to 1): carry (h, c)."""
+    return Cell(cell="lstm", hidden_size=hidden_size, **kwargs)
+
+
+def GRUCell(hidden_size: int, **kwargs) -> Cell:
+    """GRU cell in the PyTorch / cuDNN formulation: the reset gate multiplies the hidden matmul.
+
+    r = σ(x W_ir + h W_hr + b_r), z = σ(x W_iz + h W_hz + b_z),
+    n = tanh(x W_in + b_in + r * (h W_hn + b_hn)), h' = (1 - z) * n + z * h.
+    (Cho et al. 2014 apply r before the matmul: W_hn (r * h); the cuDNN form is faster because
+    all three hidden matmuls become one.)
+    """
+    return Cell(cell="gru", hidden_size=hidden_size, **kwargs)

@@ -1,0 +1,139 @@
+"""Scanned recurrent layers: one direction, and stacked / bidirectional stacks.
+
+A whole sequence runs as ONE `lax.scan` whose body does only the recurrent matmul: the input
+projection of all T steps is a single (B*T, D) x (D, G*H) matmul before the scan.
+
+Variable-length batches pass `lengths` (B,) (or a (B, T) mask of valid prefixes): outputs at
+padded positions are 0, padded steps leave the carry unchanged (so the final carry is the one
+at each sequence's true end), and the backward direction starts at each sequence's true end.
+
+Carries. A cell's carry is a tuple of (B, H) arrays ((h,) or (h, c) for the LSTM; see
+`zoo.nn.cells`). A stack's carry is the same tuple with each part stacked over layers and
+directions, (L * num_directions, B, H), in PyTorch's order (layer-major, forward first): the
+LSTM's is (h_n, c_n) exactly as `torch.nn.LSTM` returns it.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from zoo.nn.cells import Carry, cell_params, get_cell_type, project_inputs
+
+
+def lengths_from_mask(mask: jax.Array) -> jax.Array:
+    """(B, T) mask of valid positions (a prefix per row) -> (B,) int32 lengths."""
+    return jnp.sum(mask.astype(jnp.int32), axis=-1)
+
+
+def reverse_valid(x: jax.Array, lengths: jax.Array) -> jax.Array:
+    """Reverses each row's first lengths[b] steps of x (B, T, ...) in place; padding stays put."""
+    t = jnp.arange(x.shape[1])[None, :]  # (1, T)
+    index = jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)  # (B, T)
+    index = index.reshape(index.shape + (1,) * (x.ndim - 2))
+    return jnp.take_along_axis(x, index, axis=1)
+
+
+def scan_cell(cell_name: str, params: dict, xp: jax.Array, carry: Carry,
+              lengths: jax.Array | None = None, unroll: int = 1) -> tuple[jax.Array, Carry]:
+    """Runs a cell over projected inputs xp (B, T, G*H) from `carry` -> (outputs (B, T, H), carry).
+
+    With `lengths`, steps t >= lengths[b] neither change row b's carry nor emit an output (0).
+    """
+    cell = get_cell_type(cell_name)
+    step_params = {k: v for k, v in params.items() if k != "input_kernel"}
+    xs = jnp.swapaxes(xp, 0, 1)  # (T, B, G*H): scan runs over the leading axis
+
+    if lengths is None:
+        def body(c, x_t):
+            c = cell.step(step_params, c, x_t)
+            return c, c[0]
+
+        carry, ys = jax.lax.scan(body, carry, xs, unroll=unroll)
+    else:
+        valid = (jnp.arange(xs.shape[0])[:, None] < lengths[None, :])[..., None]  # (T, B, 1)
+
+        def body(c, inputs):
+            x_t, valid_t = inputs
+            new = cell.step(step_params, c, x_t)
+            c = tuple(jnp.where(valid_t, n, o) for n, o in zip(new, c))
+            return c, jnp.where(valid_t, new[0], 0.0)
+
+        carry, ys = jax.lax.scan(body, carry, (xs, valid), unroll=unroll)
+    return jnp.swapaxes(ys, 0, 1), carry
+
+
+class RecurrentLayer(nn.Module):
+    """One recurrent layer in one direction: x (B, T, D) -> (outputs (B, T, H), final carry)."""
+
+    cell: str  # "rnn_tanh" | "rnn_relu" | "lstm" | "gru"
+    hidden_size: int
+    reverse: bool = False
+    unroll: int = 1
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+    recurrent_init: nn.initializers.Initializer = nn.initializers.orthogonal()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, lengths: jax.Array | None = None,
+                 initial_carry: Carry | None = None) -> tuple[jax.Array, Carry]:
+        cell = get_cell_type(self.cell)
+        params = cell_params(self, cell, x.shape[-1], self.hidden_size, self.kernel_init,
+                             self.recurrent_init)
+        if initial_carry is None:
+            initial_carry = cell.init_carry(x.shape[0], self.hidden_size, x.dtype)
+        xp = project_inputs(params, x)  # (B, T, G*H), one matmul for all steps
+        if not self.reverse:
+            return scan_cell(self.cell, params, xp, initial_carry, lengths, self.unroll)
+        if lengths is None:
+            ys, carry = scan_cell(self.cell, params, xp[:, ::-1], initial_carry, None, self.unroll)
+            return ys[:, ::-1], carry
+        ys, carry = scan_cell(self.cell, params, reverse_valid(xp, lengths), initial_carry,
+                              lengths, self.unroll)
+        return reverse_valid(ys, lengths), carry
+
+
+class RecurrentStack(nn.Module):
+    """Stacked, optionally bidirectional recurrent layers with inter-layer dropout.
+
+    __call__(x (B, T, D), lengths=None, initial_carry=None, train=False)
+        -> (outputs (B, T, H * num_directions), carry)
+    where `carry` parts are (num_layers * num_directions, B, H), as in `torch.nn.LSTM`.
+    Bidirectional layers concatenate [forward, backward] features. Dropout (rate
+    `dropout_rate`, only with train=True) applies to every layer's output except the last, as
+    `torch.nn.LSTM(dropout=...)` does.
+    """
+
+    cell: str
+    hidden_size: int
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout_rate: float = 0.0
+    unroll: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, lengths: jax.Array | None = None,
+                 initial_carry: Carry | None = None,
+                 train: bool = False) -> tuple[jax.Array, Carry]:
+        directions = (False, True) if self.bidirectional else (False,)
+        finals: list[Carry] = []
+        for layer in range(self.num_layers):
+            outs = []
+            for d, reverse in enumerate(directions):
+                index = layer * len(directions) + d
+                carry = None if initial_carry is None else tuple(p[index] for p in initial_carry)
+                name = f"layer{layer}_{'backward' if reverse else 'forward'}"
+                y, final = RecurrentLayer(self.cell, self.hidden_size, reverse=reverse,
+                                          unroll=self.unroll, name=name)(x, lengths, carry)
+                outs.append(y)
+                finals.append(final)
+            x = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)
+            if layer < self.num_layers - 1 and self.dropout_rate > 0:
+                x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        carry = tuple(jnp.stack(parts) for parts in zip(*finals))
+        return x, carry
+
+    def initialize_carry(self, batch_size: int, dtype=jnp.float32) -> Carry:
+        cell = get_cell_type(self.cell)
+        count = self.num_layers * (2 if self.bidirectional else 1)
+        return tuple(jnp.zeros((count, batch_size, self.hidden_size), dtype)
+                     for _ in range(cell.carry_parts))
