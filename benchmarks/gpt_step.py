@@ -45,7 +45,8 @@ import statistics
 import sys
 import time
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def num_cores() -> int:

@@ -19,18 +19,27 @@ def _config_path(argv: list[str]) -> str | None:
     return None
 
 
+def load_config(path: str, arg: str | None = None):
+    """`get_config(arg)` of the config file at `path` (a file, not an importable module)."""
+    spec = importlib.util.spec_from_file_location("_zoo_config", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot load config file {path!r}; pass a path like "
+                         "experiments/configs/gpt_tiny.py.")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg or None)
+
+
 def unknown_override_error(argv: list[str]) -> str | None:
     """An error message if `argv` overrides a key the config file does not define, else None."""
     path = _config_path(argv)
     if path is None:
         return None
     path, _, arg = path.partition(":")
-    spec = importlib.util.spec_from_file_location("_zoo_config", path)
-    if spec is None or spec.loader is None:
-        return f"cannot load config file {path!r}; pass a path like experiments/configs/gpt_tiny.py."
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(arg or None)
+    try:
+        config = load_config(path, arg)
+    except ValueError as e:
+        return str(e)
     valid = sorted(config.keys())
     for item in argv:
         match = re.match(r"--config\.([A-Za-z_][\w]*)", item)

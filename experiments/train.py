@@ -19,6 +19,20 @@ flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
 
+def final_report(metrics: dict, baselines: dict) -> str:
+    """One line comparing the final eval metrics with the data's baselines."""
+    if not metrics:
+        return "no evaluation ran"
+    if "unigram_entropy" in baselines and "loss" in metrics:
+        loss, entropy = metrics["loss"], baselines["unigram_entropy"]
+        return (f"final validation loss {loss:.4f} nats/token vs unigram entropy {entropy:.4f} "
+                f"({100 * (1 - loss / entropy):.1f}% below)")
+    if "majority_accuracy" in baselines and "accuracy" in metrics:
+        return (f"final held-out accuracy {metrics['accuracy']:.4f} vs majority-class baseline "
+                f"{baselines['majority_accuracy']:.4f}")
+    return "final eval: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; overrides are --config.key=value.")
@@ -27,10 +41,7 @@ def main(argv):
     from zoo.train.loop import train_and_evaluate
 
     summary = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    if summary["eval"]:
-        loss, entropy = summary["eval"]["loss"], summary["unigram_entropy"]
-        print(f"final validation loss {loss:.4f} nats/token vs unigram entropy {entropy:.4f} "
-              f"({100 * (1 - loss / entropy):.1f}% below)", flush=True)
+    print(final_report(summary["eval"], summary["baselines"]), flush=True)
     if summary["interrupted"]:
         sys.exit(143 if summary["interrupted"] == "SIGTERM" else 130)
 

@@ -103,6 +103,8 @@ def test_padding_never_changes_valid_outputs_or_final_states(cell):
     pad = jnp.arange(7)[None, :, None] >= lengths[:, None, None]
     ys_noisy, carry_noisy = stack.apply({"params": params}, jnp.where(pad, noise, x), lengths)
     chex.assert_trees_all_close((ys, carry), (ys_noisy, carry_noisy), atol=1e-6)
+    mask = jnp.arange(7)[None, :] < lengths[:, None]  # a (B, T) mask works like lengths
+    chex.assert_trees_all_close(stack.apply({"params": params}, x, mask), (ys, carry), atol=1e-6)
     for b, n in enumerate(lengths.tolist()):
         ys_b, carry_b = stack.apply({"params": params}, x[b:b + 1, :n])
         chex.assert_trees_all_close(ys[b:b + 1, :n], ys_b, atol=1e-5)

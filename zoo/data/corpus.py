@@ -20,7 +20,7 @@ import hashlib
 import inspect
 import os
 import tokenize
-from typing import Iterator
+from collections.abc import Iterator
 
 import tensorflow_datasets as tfds
 
@@ -35,7 +35,7 @@ _SKIP_DIRS = frozenset({
 
 def _is_skipped(part: str) -> bool:
     """True for a path component that is excluded, or that names a test ("test_x", "x_test")."""
-    stem = part[:-3] if part.endswith(".py") else part
+    stem = part.removesuffix(".py")
     return part in _SKIP_DIRS or bool({"test", "tests"} & set(stem.split("_")))
 
 
@@ -155,18 +155,19 @@ def _no_progress_bar():
         tfds.display_progress_bar(previous)
 
 
-def prepare(data_dir: str | None = None) -> str:
-    """Prepare "zoo_text" (array_record) in `data_dir` unless already there; return the dir.
+def prepare_builder(builder_cls: type[tfds.core.DatasetBuilder],
+                    data_dir: str | None = None) -> str:
+    """Prepare `builder_cls` (array_record) in `data_dir` unless already there; return the dir.
 
     Idempotent and fast once prepared. Safe across concurrent processes: an exclusive
-    `fcntl.flock` on `<data_dir>/zoo_text.lock` serialises the check-and-build.
+    `fcntl.flock` on `<data_dir>/<name>.lock` serialises the check-and-build.
     """
     data_dir = os.path.abspath(data_dir or default_data_dir())
     os.makedirs(data_dir, exist_ok=True)
-    with open(os.path.join(data_dir, f"{NAME}.lock"), "w") as lock:
+    with open(os.path.join(data_dir, f"{builder_cls.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            builder = ZooText(data_dir=data_dir, file_format="array_record")
+            builder = builder_cls(data_dir=data_dir, file_format="array_record")
             if not builder.is_prepared():
                 with _no_progress_bar():
                     builder.download_and_prepare(
@@ -174,6 +175,11 @@ def prepare(data_dir: str | None = None) -> str:
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return data_dir
+
+
+def prepare(data_dir: str | None = None) -> str:
+    """Prepare "zoo_text" in `data_dir` (default `default_data_dir()`) unless there; return it."""
+    return prepare_builder(ZooText, data_dir)
 
 
 def load_texts(split: str, data_dir: str | None = None) -> list[str]:

@@ -7,13 +7,15 @@ pure function of (seed, i): resuming at batch `i` needs nothing but `i`.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
 from zoo.data import corpus
+from zoo.data.bundle import Data
 from zoo.data.sharding import shard_batch  # noqa: F401  (re-exported)
 from zoo.data.tokenizers import get_tokenizer
 
@@ -105,8 +107,8 @@ class BatchStream:
 
 
 def create_lm_data(config: Any, global_batch_size: int, *, process_index: int = 0,
-                   process_count: int = 1):
-    """(train BatchStream, eval BatchStream, tokenizer, unigram entropy of the train stream).
+                   process_count: int = 1) -> Data:
+    """Language-model windows of the config's dataset; baseline: unigram entropy of train.
 
     Config fields: dataset, data_dir, tokenizer, eval_split, seq_len, seed.
     """
@@ -119,4 +121,5 @@ def create_lm_data(config: Any, global_batch_size: int, *, process_index: int = 
     eval_stream = BatchStream(LMWindows(valid, config.seq_len), global_batch, seed=config.seed,
                               shuffle=False, repeat=False, process_index=process_index,
                               process_count=process_count)
-    return train_stream, eval_stream, tokenizer, unigram_entropy(train, tokenizer.vocab_size)
+    return Data(train_stream, eval_stream, tokenizer,
+                {"unigram_entropy": unigram_entropy(train, tokenizer.vocab_size)})

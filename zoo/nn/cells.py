@@ -27,30 +27,33 @@ Carry = tuple[jax.Array, ...]
 Params = dict[str, jax.Array]
 
 
-def _elman_step(activation: Callable[[jax.Array], jax.Array]):
-    def step(params: Params, carry: Carry, xp: jax.Array) -> Carry:
-        (h,) = carry
-        return (activation(xp + h @ params["hidden_kernel"]),)
-
-    return step
+# Each cell is written as its *pointwise* part: (carry, xp, hw) -> new carry, where xp is the
+# projected input (B, G*H) and hw = h @ hidden_kernel + hidden bias (B, G*H) is the only matmul.
+# Keeping the matmul outside lets the layers' backward pass batch the weight gradient over all
+# time steps (see zoo.nn.recurrence).
 
 
-def _lstm_step(params: Params, carry: Carry, xp: jax.Array) -> Carry:
-    h, c = carry
-    gates = xp + h @ params["hidden_kernel"]  # (B, 4H): i, f, g, o
-    i, f, g, o = jnp.split(gates, 4, axis=-1)
+def _elman_pointwise(activation: Callable[[jax.Array], jax.Array]):
+    def pointwise(carry: Carry, xp: jax.Array, hw: jax.Array) -> Carry:
+        return (activation(xp + hw),)
+
+    return pointwise
+
+
+def _lstm_pointwise(carry: Carry, xp: jax.Array, hw: jax.Array) -> Carry:
+    _, c = carry
+    i, f, g, o = jnp.split(xp + hw, 4, axis=-1)  # PyTorch gate order
     c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
     return jax.nn.sigmoid(o) * jnp.tanh(c), c
 
 
-def _gru_step(params: Params, carry: Carry, xp: jax.Array) -> Carry:
+def _gru_pointwise(carry: Carry, xp: jax.Array, hw: jax.Array) -> Carry:
     (h,) = carry
-    hidden = h @ params["hidden_kernel"]  # (B, 3H): r, z, n
     x_r, x_z, x_n = jnp.split(xp, 3, axis=-1)
-    h_r, h_z, h_n = jnp.split(hidden, 3, axis=-1)
+    h_r, h_z, h_n = jnp.split(hw, 3, axis=-1)  # h_n already holds the hidden bias b_hn
     r = jax.nn.sigmoid(x_r + h_r)
     z = jax.nn.sigmoid(x_z + h_z)
-    n = jnp.tanh(x_n + r * (h_n + params["hidden_bias"][None]))
+    n = jnp.tanh(x_n + r * h_n)
     return ((1.0 - z) * n + z * h,)
 
 
@@ -61,19 +64,34 @@ class CellType:
     name: str
     num_gates: int
     carry_parts: int  # 2 for the LSTM (h, c), else 1
-    step: Callable[[Params, Carry, jax.Array], Carry]
+    pointwise: Callable[[Carry, jax.Array, jax.Array], Carry]  # (carry, xp, hw) -> carry
     hidden_bias: bool = False  # GRU: a separate bias inside the reset-gated hidden term
     forget_bias: float | None = None  # LSTM: initial value of the forget gate's bias
+
+    def hidden_bias_full(self, params: Params) -> jax.Array | None:
+        """The bias added to h @ hidden_kernel, (G*H,): b_hn in the GRU's n slot, else None."""
+        if not self.hidden_bias:
+            return None
+        b = params["hidden_bias"]
+        return jnp.concatenate([jnp.zeros((2 * b.shape[0],), b.dtype), b])
+
+    def step(self, params: Params, carry: Carry, xp: jax.Array) -> Carry:
+        """One time step from the projected input xp (B, G*H)."""
+        hw = carry[0] @ params["hidden_kernel"]
+        bias = self.hidden_bias_full(params)
+        if bias is not None:
+            hw = hw + bias[None]
+        return self.pointwise(carry, xp, hw)
 
     def init_carry(self, batch_size: int, hidden_size: int, dtype=jnp.float32) -> Carry:
         return tuple(jnp.zeros((batch_size, hidden_size), dtype) for _ in range(self.carry_parts))
 
 
 CELL_TYPES: dict[str, CellType] = {
-    "rnn_tanh": CellType("rnn_tanh", 1, 1, _elman_step(jnp.tanh)),
-    "rnn_relu": CellType("rnn_relu", 1, 1, _elman_step(jax.nn.relu)),
-    "lstm": CellType("lstm", 4, 2, _lstm_step, forget_bias=1.0),
-    "gru": CellType("gru", 3, 1, _gru_step, hidden_bias=True),
+    "rnn_tanh": CellType("rnn_tanh", 1, 1, _elman_pointwise(jnp.tanh)),
+    "rnn_relu": CellType("rnn_relu", 1, 1, _elman_pointwise(jax.nn.relu)),
+    "lstm": CellType("lstm", 4, 2, _lstm_pointwise, forget_bias=1.0),
+    "gru": CellType("gru", 3, 1, _gru_pointwise, hidden_bias=True),
 }
 
 

@@ -1,7 +1,9 @@
 """Scanned recurrent layers: one direction, and stacked / bidirectional stacks.
 
 A whole sequence runs as ONE `lax.scan` whose body does only the recurrent matmul: the input
-projection of all T steps is a single (B*T, D) x (D, G*H) matmul before the scan.
+projection of all T steps is a single (B*T, D) x (D, G*H) matmul before the scan, and the
+backward pass forms the recurrent weight gradient in one matmul after its reverse scan
+(`zoo.nn.recurrence`).
 
 Variable-length batches pass `lengths` (B,) (or a (B, T) mask of valid prefixes): outputs at
 padded positions are 0, padded steps leave the carry unchanged (so the final carry is the one
@@ -19,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.nn.cells import Carry, cell_params, get_cell_type, project_inputs
+from zoo.nn.recurrence import recurrence
 
 
 def lengths_from_mask(mask: jax.Array) -> jax.Array:
@@ -41,25 +44,12 @@ def scan_cell(cell_name: str, params: dict, xp: jax.Array, carry: Carry,
     With `lengths`, steps t >= lengths[b] neither change row b's carry nor emit an output (0).
     """
     cell = get_cell_type(cell_name)
-    step_params = {k: v for k, v in params.items() if k != "input_kernel"}
-    xs = jnp.swapaxes(xp, 0, 1)  # (T, B, G*H): scan runs over the leading axis
-
-    if lengths is None:
-        def body(c, x_t):
-            c = cell.step(step_params, c, x_t)
-            return c, c[0]
-
-        carry, ys = jax.lax.scan(body, carry, xs, unroll=unroll)
-    else:
+    xs = jnp.swapaxes(xp, 0, 1)  # (T, B, G*H): the scan runs over the leading axis
+    valid = None
+    if lengths is not None:
         valid = (jnp.arange(xs.shape[0])[:, None] < lengths[None, :])[..., None]  # (T, B, 1)
-
-        def body(c, inputs):
-            x_t, valid_t = inputs
-            new = cell.step(step_params, c, x_t)
-            c = tuple(jnp.where(valid_t, n, o) for n, o in zip(new, c))
-            return c, jnp.where(valid_t, new[0], 0.0)
-
-        carry, ys = jax.lax.scan(body, carry, (xs, valid), unroll=unroll)
+    carry, ys = recurrence(cell, params["hidden_kernel"], cell.hidden_bias_full(params), xs,
+                           carry, valid, unroll)
     return jnp.swapaxes(ys, 0, 1), carry
 
 
@@ -79,6 +69,8 @@ class RecurrentLayer(nn.Module):
         cell = get_cell_type(self.cell)
         params = cell_params(self, cell, x.shape[-1], self.hidden_size, self.kernel_init,
                              self.recurrent_init)
+        if lengths is not None and lengths.ndim == 2:  # a (B, T) mask of valid prefixes
+            lengths = lengths_from_mask(lengths)
         if initial_carry is None:
             initial_carry = cell.init_carry(x.shape[0], self.hidden_size, x.dtype)
         xp = project_inputs(params, x)  # (B, T, G*H), one matmul for all steps

@@ -1,8 +1,12 @@
 """Tasks: what a batch means (loss and metrics). Looked up by name from the model registry."""
 from zoo.tasks.base import Task, mean_metrics
+from zoo.tasks.bidirectional_lm import BidirectionalLM
 from zoo.tasks.causal_lm import CausalLM
+from zoo.tasks.classification import Classification, Tagging
 
-_TASKS: dict[str, Task] = {"causal_lm": CausalLM()}
+_TASKS: dict[str, Task] = {
+    task.name: task for task in (CausalLM(), BidirectionalLM(), Classification(), Tagging())
+}
 
 
 def get_task(name: str) -> Task:

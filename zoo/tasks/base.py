@@ -9,10 +9,12 @@ shared step can average exactly across micro-batches and devices: mean = sum(x) 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
+import optax
 
 Batch = dict[str, Any]
 ApplyFn = Callable[..., Any]
@@ -35,3 +37,13 @@ def mean_metrics(sums: dict[str, Any]) -> dict[str, Any]:
     """{"x": sum, ..., "weight": w} -> {"x": sum / w, ...} (weight dropped)."""
     weight = jnp.maximum(sums["weight"], 1e-9)
     return {k: v / weight for k, v in sums.items() if k != "weight"}
+
+
+def token_cross_entropy(logits: jax.Array, targets: jax.Array,
+                        weights: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Per-token cross entropy, summed: logits (B, T, C), targets (B, T), weights (B, T)."""
+    weights = weights.astype(jnp.float32)
+    token_loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    loss_sum = jnp.sum(token_loss * weights)
+    correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
+    return loss_sum, {"loss": loss_sum, "accuracy": correct, "weight": jnp.sum(weights)}

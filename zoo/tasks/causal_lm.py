@@ -10,9 +10,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from zoo.tasks.base import ApplyFn, Batch, mean_metrics
+from zoo.tasks.base import ApplyFn, Batch, mean_metrics, token_cross_entropy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,18 +22,14 @@ class CausalLM:
              train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         logits = apply_fn({"params": params}, batch["inputs"], train=train,
                           rngs={"dropout": rng} if train else None)  # (B, T, V)
-        weights = batch["weights"].astype(jnp.float32)
-        token_loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
-        loss_sum = jnp.sum(token_loss * weights)
-        correct = jnp.sum((jnp.argmax(logits, -1) == batch["targets"]) * weights)
-        return loss_sum, {"loss": loss_sum, "accuracy": correct, "weight": jnp.sum(weights)}
+        return token_cross_entropy(logits, batch["targets"], batch["weights"])
 
     def example_inputs(self, model_config: Any, seq_len: int) -> tuple[jax.Array, ...]:
         """Arguments for `model.init` (shapes only matter)."""
         return (jnp.zeros((1, seq_len), jnp.int32),)
 
     def check_batch(self, batch: Batch, model_config: Any) -> None:
-        check_lm_batch(batch, model_config.vocab_size, model_config.max_len)
+        check_lm_batch(batch, model_config.vocab_size, getattr(model_config, "max_len", None))
 
     def finalize(self, sums: dict[str, Any]) -> dict[str, float]:
         out = {k: float(v) for k, v in mean_metrics(sums).items()}
@@ -42,7 +37,7 @@ class CausalLM:
         return out
 
 
-def check_lm_batch(batch: Batch, vocab_size: int, max_len: int) -> None:
+def check_lm_batch(batch: Batch, vocab_size: int, max_len: int | None) -> None:
     """Raises ValueError if a host batch has wrong keys, shapes or token ids (before devices see it)."""
     missing = {"inputs", "targets", "weights"} - set(batch)
     if missing:
@@ -51,7 +46,7 @@ def check_lm_batch(batch: Batch, vocab_size: int, max_len: int) -> None:
     for key in ("targets", "weights"):
         if batch[key].shape != shape:
             raise ValueError(f"batch[{key!r}] has shape {batch[key].shape}, inputs have {shape}.")
-    if shape[-1] > max_len:
+    if max_len is not None and shape[-1] > max_len:
         raise ValueError(
             f"sequence length {shape[-1]} exceeds the model's max_len={max_len}; set "
             f"--config.seq_len <= {max_len} or a larger --config.max_len."

@@ -22,7 +22,7 @@ import numpy as np
 from flax import jax_utils
 from tqdm import tqdm
 
-from zoo.data.lm import create_lm_data
+from zoo.data.pipelines import create_data
 from zoo.data.sharding import shard_batch
 from zoo.decode.sampling import generate
 from zoo.registry import get_spec
@@ -150,9 +150,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     global_batch = config.per_device_batch_size * (num_local if use_pmap else 1)
     is_chief = jax.process_index() == 0
 
-    train_data, eval_data, tokenizer, entropy = create_lm_data(
-        config, global_batch, process_index=jax.process_index(),
-        process_count=jax.process_count())
+    data = create_data(task.name, config, global_batch, process_index=jax.process_index(),
+                       process_count=jax.process_count())
+    train_data, eval_data, tokenizer = data.train, data.eval, data.tokenizer
     schedule = learning_rate_schedule(config, d_model=getattr(model_config, "emb_dim", None))
     tx = create_optimizer(config, schedule)
     init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
@@ -195,8 +195,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     tokens_per_step = global_batch * jax.process_count() * config.seq_len
     print(f"model {config.model}: {num_params:,} parameters; "
           f"{'pmap over ' + str(num_local) + ' devices' if use_pmap else 'jit on 1 device'}; "
-          f"global batch {global_batch} x {config.seq_len} tokens; "
-          f"unigram entropy of the training data {entropy:.4f} nats/token", flush=True)
+          f"global batch {global_batch} x {config.seq_len} tokens; baselines: " +
+          ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in data.baselines.items()), flush=True)
     if start_step:
         print(f"resuming from checkpoint at step {start_step}", flush=True)
 
@@ -247,7 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     writer.close()
     ckpt.close()
 
-    summary = {"step": step, "num_params": num_params, "unigram_entropy": entropy,
+    summary = {"step": step, "num_params": num_params, "baselines": data.baselines,
                "eval": eval_metrics, "interrupted": interrupted,
                "params": host_state(state).params}
     if interrupted is None and config.num_samples > 0 and spec.decoder_cls is not None and is_chief:

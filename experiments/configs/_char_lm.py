@@ -1,0 +1,32 @@
+"""Shared settings of the recurrent character-level LM configs (rnn_char, lstm_char, gru_char)."""
+from zoo.train.config import base_config
+
+RUNLOCAL = dict(num_train_steps=4, per_device_batch_size=4, seq_len=32, warmup_steps=2,
+                eval_every_steps=2, checkpoint_every_steps=2, num_eval_batches=2,
+                sample_length=8, log_every_steps=1, hidden_size=32, emb_dim=16)
+
+
+def char_lm_config(model: str, arg: str | None, **overrides):
+    """Bytes of the embedded corpus, T=128, B=32; `arg="runlocal"` shrinks everything."""
+    settings = dict(
+        num_train_steps=400,
+        per_device_batch_size=32,
+        seq_len=128,
+        learning_rate=3e-3,
+        schedule="cosine",
+        warmup_steps=40,
+        weight_decay=0.0,
+        adam_b2=0.99,
+        emb_dim=128,
+        hidden_size=512,
+        num_layers=2,
+        dropout_rate=0.1,
+        eval_every_steps=200,
+        checkpoint_every_steps=200,
+    )
+    config = base_config(model, **{**settings, **overrides})
+    if arg == "runlocal":
+        config.unlock()
+        config.update(RUNLOCAL)
+        config.lock()
+    return config

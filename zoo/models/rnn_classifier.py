@@ -1,0 +1,113 @@
+"""Recurrent sequence classifiers (`lstm_classifier`, `gru_classifier`) and the `bilstm_tagger`.
+
+Both read int tokens (B, T) with optional `lengths` (B,) (padding never changes the result):
+the classifier returns one logit vector per sequence (B, C), the tagger one per token (B, T, C).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from zoo.models.inputs import check_tokens
+from zoo.nn.recurrent import RecurrentStack
+
+
+@dataclasses.dataclass(frozen=True)
+class RNNClassifierConfig:
+    vocab_size: int = 256
+    num_classes: int = 2
+    emb_dim: int = 128
+    hidden_size: int = 256
+    num_layers: int = 1
+    dropout_rate: float = 0.1
+    cell: str = "lstm"  # "lstm" | "gru" | "rnn_tanh" | "rnn_relu"
+    bidirectional: bool = True
+    pooling: str = "last"  # "last" (final states) | "mean" | "max" over valid positions
+    unroll: int = 1
+
+
+POOLINGS = ("last", "mean", "max")
+
+
+def _encode(cfg: Any, tokens: jax.Array, lengths: jax.Array | None, train: bool):
+    """Embedding + recurrent stack -> (outputs (B, T, H * dirs), carry)."""
+    check_tokens(tokens, cfg.vocab_size)
+    x = nn.Embed(cfg.vocab_size, cfg.emb_dim, name="embed")(tokens)  # (B, T, E)
+    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
+    return RecurrentStack(cfg.cell, cfg.hidden_size, cfg.num_layers, cfg.bidirectional,
+                          cfg.dropout_rate, cfg.unroll, name="rnn")(x, lengths, train=train)
+
+
+def pool(outputs: jax.Array, final_h: jax.Array, lengths: jax.Array | None, how: str,
+         num_directions: int) -> jax.Array:
+    """Sequence features (B, F) from outputs (B, T, F) and the stack's h (L*dirs, B, H)."""
+    if how == "last":  # last layer's final h per direction: forward at the true end, backward at 0
+        return jnp.concatenate(list(final_h[-num_directions:]), axis=-1)
+    if lengths is None:
+        lengths = jnp.full(outputs.shape[:1], outputs.shape[1], jnp.int32)
+    valid = (jnp.arange(outputs.shape[1])[None, :] < lengths[:, None])[..., None]  # (B, T, 1)
+    if how == "mean":
+        total = jnp.sum(jnp.where(valid, outputs, 0.0), axis=1)
+        return total / jnp.maximum(lengths, 1)[:, None].astype(outputs.dtype)
+    return jnp.max(jnp.where(valid, outputs, -jnp.inf), axis=1)
+
+
+class RNNClassifier(nn.Module):
+    """tokens (B, T), lengths (B,) or None -> class logits (B, num_classes)."""
+
+    config: RNNClassifierConfig
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, lengths: jax.Array | None = None, *,
+                 train: bool = False) -> jax.Array:
+        cfg = self.config
+        if cfg.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {cfg.pooling!r}; choose one of {POOLINGS}.")
+        outputs, carry = _encode(cfg, tokens, lengths, train)
+        features = pool(outputs, carry[0], lengths, cfg.pooling, 2 if cfg.bidirectional else 1)
+        features = nn.Dropout(cfg.dropout_rate)(features, deterministic=not train)
+        return nn.Dense(cfg.num_classes, name="classifier")(features)  # (B, C)
+
+
+@dataclasses.dataclass(frozen=True)
+class RNNTaggerConfig:
+    vocab_size: int = 256
+    num_classes: int = 8  # number of tags
+    emb_dim: int = 64
+    hidden_size: int = 128
+    num_layers: int = 2
+    dropout_rate: float = 0.1
+    cell: str = "lstm"
+    bidirectional: bool = True
+    unroll: int = 1
+
+
+class RNNTagger(nn.Module):
+    """tokens (B, T), lengths (B,) or None -> tag logits (B, T, num_classes)."""
+
+    config: RNNTaggerConfig
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, lengths: jax.Array | None = None, *,
+                 train: bool = False) -> jax.Array:
+        outputs, _ = _encode(self.config, tokens, lengths, train)
+        outputs = nn.Dropout(self.config.dropout_rate)(outputs, deterministic=not train)
+        return nn.Dense(self.config.num_classes, name="tagger")(outputs)  # (B, T, C)
+
+
+def _register() -> None:
+    from zoo.registry import register_model
+
+    register_model("lstm_classifier", RNNClassifierConfig, RNNClassifier, {"cell": "lstm"},
+                   task="classification")
+    register_model("gru_classifier", RNNClassifierConfig, RNNClassifier, {"cell": "gru"},
+                   task="classification")
+    register_model("bilstm_tagger", RNNTaggerConfig, RNNTagger,
+                   {"cell": "lstm", "bidirectional": True}, task="tagging")
+
+
+_register()
