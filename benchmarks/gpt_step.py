@@ -300,6 +300,9 @@ class TorchStep:
         import torch.nn.functional as F
 
         torch.set_num_threads(threads)
+        # XLA's CPU backend flushes denormals to zero; without the same setting torch slows
+        # down by up to 10x once repeated steps on one batch shrink the gradients (measured).
+        torch.set_flush_denormal(True)
         torch.manual_seed(0)
         self.torch, self.F = torch, F
         self.model = build_torch_gpt(cfg)

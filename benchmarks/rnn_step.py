@@ -96,6 +96,9 @@ class TorchSide(TorchStep):
         from torch import nn
 
         torch.set_num_threads(threads)
+        # XLA's CPU backend flushes denormals to zero; without the same setting torch slows
+        # down by up to 10x once repeated steps on one batch shrink the gradients (measured).
+        torch.set_flush_denormal(True)
         torch.manual_seed(0)
         rnn_cls = getattr(nn, TORCH_CLASSES[cell])
 

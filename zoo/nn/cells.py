@@ -67,6 +67,7 @@ class CellType:
     pointwise: Callable[[Carry, jax.Array, jax.Array], Carry]  # (carry, xp, hw) -> carry
     hidden_bias: bool = False  # GRU: a separate bias inside the reset-gated hidden term
     forget_bias: float | None = None  # LSTM: initial value of the forget gate's bias
+    additive: bool = True  # pointwise depends on xp + hw only (not the GRU)
 
     def hidden_bias_full(self, params: Params) -> jax.Array | None:
         """The bias added to h @ hidden_kernel, (G*H,): b_hn in the GRU's n slot, else None."""
@@ -91,7 +92,7 @@ CELL_TYPES: dict[str, CellType] = {
     "rnn_tanh": CellType("rnn_tanh", 1, 1, _elman_pointwise(jnp.tanh)),
     "rnn_relu": CellType("rnn_relu", 1, 1, _elman_pointwise(jax.nn.relu)),
     "lstm": CellType("lstm", 4, 2, _lstm_pointwise, forget_bias=1.0),
-    "gru": CellType("gru", 3, 1, _gru_pointwise, hidden_bias=True),
+    "gru": CellType("gru", 3, 1, _gru_pointwise, hidden_bias=True, additive=False),
 }
 
 

@@ -28,12 +28,17 @@ def _masked(valid_t: jax.Array, new: Carry, old: Carry) -> Carry:
 
 
 def _forward(cell: CellType, unroll: int, w_h, b_h, xp, carry, valid, save: bool):
+    """The time loop; with `save`, also what the backward pass needs per step: the hidden
+    pre-activation hw_t (or, for additive cells, the whole gate pre-activation xp_t + hw_t)
+    and the previous carry."""
     def body(c, inputs):
         xp_t, valid_t = inputs
         hw = c[0] @ w_h + b_h[None]
         new = _masked(valid_t, cell.pointwise(c, xp_t, hw), c)
         y = jnp.where(valid_t, new[0], 0.0)
-        return new, ((y, hw, c) if save else y)
+        if not save:
+            return new, y
+        return new, (y, xp_t + hw if cell.additive else hw, c)
 
     return jax.lax.scan(body, carry, (xp, valid), unroll=unroll)
 
@@ -44,27 +49,33 @@ def _recurrence(cell: CellType, unroll: int, w_h, b_h, xp, carry, valid):
 
 
 def _recurrence_fwd(cell, unroll, w_h, b_h, xp, carry, valid):
-    final, (ys, hws, prev) = _forward(cell, unroll, w_h, b_h, xp, carry, valid, save=True)
-    return (final, ys), (w_h, xp, valid, hws, prev)
+    final, (ys, saved, prev) = _forward(cell, unroll, w_h, b_h, xp, carry, valid, save=True)
+    return (final, ys), (w_h, None if cell.additive else xp, valid, saved, prev)
 
 
 def _recurrence_bwd(cell, unroll, residuals, cotangents):
-    w_h, xp, valid, hws, prev = residuals
+    w_h, xp, valid, saved, prev = residuals
     d_final, d_ys = cotangents
+    w_h_t = w_h.T  # (G*H, H), transposed once rather than inside the loop
+    # Additive cells (Elman, LSTM) saved the gate pre-activation g = xp + hw: dxp = dhw = dg.
+    pointwise = (lambda c, g: cell.pointwise(c, g, 0.0)) if cell.additive else cell.pointwise
 
     def body(d_carry, inputs):
-        d_y, xp_t, valid_t, hw_t, prev_t = inputs
+        d_y, valid_t, prev_t, saved_t = inputs[:4]
         # carry_t = where(valid, new, prev); y_t = where(valid, new[0], 0).
         d_new = (d_carry[0] + d_y,) + tuple(d_carry[1:])
         d_new = tuple(jnp.where(valid_t, d, 0.0) for d in d_new)
-        _, pullback = jax.vjp(cell.pointwise, prev_t, xp_t, hw_t)
-        d_prev, d_xp, d_hw = pullback(d_new)
+        _, pullback = jax.vjp(pointwise, prev_t, *inputs[4:], saved_t)
+        d_prev, *d_inputs = pullback(d_new)
+        d_hw = d_inputs[-1]
         d_prev = tuple(dp + jnp.where(valid_t, 0.0, dc) for dp, dc in zip(d_prev, d_carry))
-        d_prev = (d_prev[0] + d_hw @ w_h.T,) + tuple(d_prev[1:])
-        return d_prev, (d_xp, d_hw)
+        d_prev = (d_prev[0] + d_hw @ w_h_t,) + tuple(d_prev[1:])
+        return d_prev, tuple(d_inputs)
 
-    d_carry, (d_xp, d_hw) = jax.lax.scan(body, d_final, (d_ys, xp, valid, hws, prev),
-                                         reverse=True, unroll=unroll)
+    inputs = (d_ys, valid, prev, saved) + (() if cell.additive else (xp,))
+    d_carry, d_inputs = jax.lax.scan(body, d_final, inputs, reverse=True, unroll=unroll)
+    d_hw = d_inputs[-1]
+    d_xp = d_hw if cell.additive else d_inputs[0]
     t, b, h = prev[0].shape
     d_w_h = prev[0].reshape(t * b, h).T @ d_hw.reshape(t * b, -1)  # one matmul for all steps
     d_b_h = jnp.sum(d_hw, axis=(0, 1))
