@@ -348,6 +348,26 @@ def _fmt_load(x: float | None) -> str:
     return "?" if x is None else f"{x:.2f}"
 
 
+def time_rounds(sides: dict[str, Any], repeats: int, steps: int, max_wait: float):
+    """Alternating timed rounds (A B C A B C ...) of `side.run(steps)` -> (times, loads).
+
+    times[k]: seconds per step of each round; loads[k]: cores other processes used meanwhile.
+    """
+    times: dict[str, list[float]] = {k: [] for k in sides}
+    loads: dict[str, list[float | None]] = {k: [] for k in sides}
+    for r in range(repeats):
+        for k, s in sides.items():
+            if max_wait > 0:
+                wait_for_quiet(max_wait)
+            with LoadMeter() as m:
+                times[k].append(s.run(steps))
+            loads[k].append(m.others)
+        print(f"  round {r + 1}/{repeats}: " + ", ".join(
+            f"{k} {times[k][-1] * 1e3:.1f} ms/step (others {_fmt_load(loads[k][-1])} cores)"
+            for k in sides), flush=True)
+    return times, loads
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="gpt_tiny")
@@ -432,18 +452,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("first-step loss: " + ", ".join(f"{k} {s.first_loss:.4f}" for k, s in sides.items()))
     for s in sides.values():
         s.run(args.warmup)
-    times: dict[str, list[float]] = {k: [] for k in sides}
-    loads: dict[str, list[float | None]] = {k: [] for k in sides}
-    for r in range(args.repeats):
-        for k, s in sides.items():
-            if args.max_wait > 0:
-                wait_for_quiet(args.max_wait)
-            with LoadMeter() as m:
-                times[k].append(s.run(args.steps))
-            loads[k].append(m.others)
-        print(f"  round {r + 1}/{args.repeats}: " + ", ".join(
-            f"{k} {times[k][-1] * 1e3:.1f} ms/step (others {_fmt_load(loads[k][-1])} cores)"
-            for k in sides), flush=True)
+    times, loads = time_rounds(sides, args.repeats, args.steps, args.max_wait)
 
     tokens = args.batch * args.seq_len
     results = {}

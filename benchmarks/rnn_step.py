@@ -22,18 +22,8 @@ import platform
 import time
 from typing import Any
 
-from benchmarks.gpt_step import (
-    CLEAN_LOAD,
-    OPT_CONFIG,
-    JaxStep,
-    LoadMeter,
-    TorchStep,
-    cpu_model,
-    make_batch_np,
-    median,
-    num_cores,
-    wait_for_quiet,
-)
+from benchmarks.gpt_step import (CLEAN_LOAD, OPT_CONFIG, JaxStep, TorchStep, cpu_model,
+                                 make_batch_np, median, num_cores, time_rounds)
 
 TORCH_CLASSES = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN"}
 ZOO_MODELS = {"lstm": "lstm_lm", "gru": "gru_lm", "rnn_tanh": "rnn_lm"}
@@ -179,19 +169,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                         args.hidden, args.layers, threads)
         print(f"{cell}: params " + ", ".join(f"{k} {s.num_params:,}" for k, s in sides.items())
               + "; first loss " + ", ".join(f"{k} {s.first_loss:.4f}" for k, s in sides.items()))
-        times: dict[str, list[float]] = {k: [] for k in sides}
-        loads: dict[str, list[float | None]] = {k: [] for k in sides}
         for s in sides.values():
             s.run(1)
-        for r in range(args.repeats):
-            for k, s in sides.items():
-                if args.max_wait > 0:
-                    wait_for_quiet(args.max_wait)
-                with LoadMeter() as m:
-                    times[k].append(s.run(args.steps))
-                loads[k].append(m.others)
-            print(f"  round {r + 1}/{args.repeats}: " + ", ".join(
-                f"{k} {times[k][-1] * 1e3:.0f} ms" for k in sides), flush=True)
+        times, loads = time_rounds(sides, args.repeats, args.steps, args.max_wait)
         cell_res = {}
         for k in sides:
             clean = [t for t, o in zip(times[k], loads[k]) if o is not None and o < CLEAN_LOAD]
