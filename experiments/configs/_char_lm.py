@@ -1,9 +1,6 @@
 """Shared settings of the recurrent character-level LM configs (rnn_char, lstm_char, gru_char)."""
+from experiments.configs._runlocal import shrink
 from zoo.train.config import base_config
-
-RUNLOCAL = dict(num_train_steps=4, per_device_batch_size=4, seq_len=32, warmup_steps=2,
-                eval_every_steps=2, checkpoint_every_steps=2, num_eval_batches=2,
-                sample_length=8, log_every_steps=1, hidden_size=32, emb_dim=16)
 
 
 def char_lm_config(model: str, arg: str | None, **overrides):
@@ -26,7 +23,5 @@ def char_lm_config(model: str, arg: str | None, **overrides):
     )
     config = base_config(model, **{**settings, **overrides})
     if arg == "runlocal":
-        config.unlock()
-        config.update(RUNLOCAL)
-        config.lock()
+        shrink(config, hidden_size=32, emb_dim=16)
     return config

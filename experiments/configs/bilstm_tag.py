@@ -6,6 +6,7 @@ Tags: OTHER, NAME, KEYWORD, OP, NUMBER, STRING, COMMENT. Test lines come from fi
 in training; per-character accuracy is printed next to the majority-tag baseline.
 `get_config("runlocal")` shrinks everything.
 """
+from experiments.configs._runlocal import shrink
 from zoo.train.config import base_config
 
 
@@ -31,9 +32,5 @@ def get_config(arg: str | None = None):
         num_samples=0,
     )
     if arg == "runlocal":
-        config.unlock()
-        config.update(num_train_steps=4, per_device_batch_size=4, seq_len=32, warmup_steps=2,
-                      eval_every_steps=2, checkpoint_every_steps=2, num_eval_batches=2,
-                      log_every_steps=1, hidden_size=16, emb_dim=8)
-        config.lock()
+        shrink(config, hidden_size=16, emb_dim=8)
     return config

@@ -4,6 +4,7 @@
 
 `get_config("runlocal")` shrinks everything for a smoke test.
 """
+from experiments.configs._runlocal import shrink
 from zoo.train.config import base_config
 
 
@@ -21,9 +22,5 @@ def get_config(arg: str | None = None):
         checkpoint_every_steps=150,
     )
     if arg == "runlocal":
-        config.unlock()
-        config.update(num_train_steps=4, per_device_batch_size=4, seq_len=32, warmup_steps=2,
-                      eval_every_steps=2, checkpoint_every_steps=2, num_eval_batches=2,
-                      sample_length=8, log_every_steps=1)
-        config.lock()
+        shrink(config)
     return config
