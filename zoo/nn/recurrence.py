@@ -23,8 +23,9 @@ import jax.numpy as jnp
 from zoo.nn.cells import Carry, CellType
 
 
-def _masked(valid_t: jax.Array, new: Carry, old: Carry) -> Carry:
-    return tuple(jnp.where(valid_t, n, o) for n, o in zip(new, old))
+def _where(valid_t: jax.Array | None, a, b):
+    """`jnp.where(valid_t, a, b)`; just `a` when every step is valid (valid is None)."""
+    return a if valid_t is None else jnp.where(valid_t, a, b)
 
 
 def _forward(cell: CellType, unroll: int, w_h, b_h, xp, carry, valid, save: bool):
@@ -33,9 +34,9 @@ def _forward(cell: CellType, unroll: int, w_h, b_h, xp, carry, valid, save: bool
     and the previous carry."""
     def body(c, inputs):
         xp_t, valid_t = inputs
-        hw = c[0] @ w_h + b_h[None]
-        new = _masked(valid_t, cell.pointwise(c, xp_t, hw), c)
-        y = jnp.where(valid_t, new[0], 0.0)
+        hw = c[0] @ w_h if b_h is None else c[0] @ w_h + b_h[None]
+        new = tuple(_where(valid_t, n, o) for n, o in zip(cell.pointwise(c, xp_t, hw), c))
+        y = _where(valid_t, new[0], 0.0)
         if not save:
             return new, y
         return new, (y, xp_t + hw if cell.additive else hw, c)
@@ -50,11 +51,11 @@ def _recurrence(cell: CellType, unroll: int, w_h, b_h, xp, carry, valid):
 
 def _recurrence_fwd(cell, unroll, w_h, b_h, xp, carry, valid):
     final, (ys, saved, prev) = _forward(cell, unroll, w_h, b_h, xp, carry, valid, save=True)
-    return (final, ys), (w_h, None if cell.additive else xp, valid, saved, prev)
+    return (final, ys), (w_h, b_h, None if cell.additive else xp, valid, saved, prev)
 
 
 def _recurrence_bwd(cell, unroll, residuals, cotangents):
-    w_h, xp, valid, saved, prev = residuals
+    w_h, b_h, xp, valid, saved, prev = residuals
     d_final, d_ys = cotangents
     w_h_t = w_h.T  # (G*H, H), transposed once rather than inside the loop
     # Additive cells (Elman, LSTM) saved the gate pre-activation g = xp + hw: dxp = dhw = dg.
@@ -64,11 +65,12 @@ def _recurrence_bwd(cell, unroll, residuals, cotangents):
         d_y, valid_t, prev_t, saved_t = inputs[:4]
         # carry_t = where(valid, new, prev); y_t = where(valid, new[0], 0).
         d_new = (d_carry[0] + d_y,) + tuple(d_carry[1:])
-        d_new = tuple(jnp.where(valid_t, d, 0.0) for d in d_new)
+        d_new = tuple(_where(valid_t, d, 0.0) for d in d_new)
         _, pullback = jax.vjp(pointwise, prev_t, *inputs[4:], saved_t)
         d_prev, *d_inputs = pullback(d_new)
         d_hw = d_inputs[-1]
-        d_prev = tuple(dp + jnp.where(valid_t, 0.0, dc) for dp, dc in zip(d_prev, d_carry))
+        if valid_t is not None:  # a padded step passes the carry's gradient straight through
+            d_prev = tuple(dp + jnp.where(valid_t, 0.0, dc) for dp, dc in zip(d_prev, d_carry))
         d_prev = (d_prev[0] + d_hw @ w_h_t,) + tuple(d_prev[1:])
         return d_prev, tuple(d_inputs)
 
@@ -78,7 +80,7 @@ def _recurrence_bwd(cell, unroll, residuals, cotangents):
     d_xp = d_hw if cell.additive else d_inputs[0]
     t, b, h = prev[0].shape
     d_w_h = prev[0].reshape(t * b, h).T @ d_hw.reshape(t * b, -1)  # one matmul for all steps
-    d_b_h = jnp.sum(d_hw, axis=(0, 1))
+    d_b_h = None if b_h is None else jnp.sum(d_hw, axis=(0, 1))
     return d_w_h, d_b_h, d_xp, d_carry, None
 
 
