@@ -155,19 +155,20 @@ def _no_progress_bar():
         tfds.display_progress_bar(previous)
 
 
-def prepare_builder(builder_cls: type[tfds.core.DatasetBuilder],
-                    data_dir: str | None = None) -> str:
+def prepare_builder(builder_cls: type[tfds.core.DatasetBuilder], data_dir: str | None = None,
+                    config: str | None = None) -> str:
     """Prepare `builder_cls` (array_record) in `data_dir` unless already there; return the dir.
 
-    Idempotent and fast once prepared. Safe across concurrent processes: an exclusive
-    `fcntl.flock` on `<data_dir>/<name>.lock` serialises the check-and-build.
+    `config` names one of the builder's BuilderConfigs (None: its default one). Idempotent and
+    fast once prepared. Safe across concurrent processes: an exclusive `fcntl.flock` on
+    `<data_dir>/<name>.lock` serialises the check-and-build.
     """
     data_dir = os.path.abspath(data_dir or default_data_dir())
     os.makedirs(data_dir, exist_ok=True)
     with open(os.path.join(data_dir, f"{builder_cls.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            builder = builder_cls(data_dir=data_dir, file_format="array_record")
+            builder = builder_cls(data_dir=data_dir, config=config, file_format="array_record")
             if not builder.is_prepared():
                 with _no_progress_bar():
                     builder.download_and_prepare(

@@ -12,6 +12,8 @@ PIPELINES: dict[str, str] = {
     "classification": "zoo.data.labelled:create_classification_data",
     "tagging": "zoo.data.labelled:create_tagging_data",
     "bidirectional_lm": "zoo.data.lm:create_lm_data",
+    "masked_lm": "zoo.data.lm:create_lm_data",
+    "seq2seq": "zoo.data.seq2seq:create_seq2seq_data",
 }
 
 

@@ -1,2 +1,2 @@
 """Complete models, one file per family; importing a family registers its presets."""
-from zoo.models import elmo, gpt, rnn_classifier, rnn_lm  # noqa: F401
+from zoo.models import bert, elmo, gpt, rnn_classifier, rnn_lm, seq2seq, transformer  # noqa: F401

@@ -1,13 +1,15 @@
 """Decoder-only transformer (GPT-2 style language model).
 
-Token embedding + learned positions -> `num_layers` pre-LN blocks (causal self-attention, GELU
-MLP) -> final LayerNorm -> logits through the transposed token embedding (tied weights).
+Token embedding + learned positions -> `num_layers` pre-LN `DecoderBlock`s without
+cross-attention (causal self-attention, GELU MLP: the blocks the other transformer families use)
+-> final LayerNorm -> logits through the transposed token embedding (tied weights).
 
 Shapes: B batch, T length (<= max_len), D `emb_dim`, V `vocab_size`.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -15,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.models.inputs import check_tokens
-from zoo.nn.transformer import PreLNDecoderBlock
+from zoo.nn.transformer import DecoderBlock, run_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,27 +87,22 @@ class GPT(nn.Module):
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
 
         block_kwargs = dict(
-            num_heads=cfg.num_heads,
-            mlp_dim=cfg.mlp_dim,
-            num_layers=cfg.num_layers,
+            pre_ln=True,
             dropout_rate=cfg.dropout_rate,
             deterministic=not train,
-            decode=decode,
+            ln_epsilon=1e-5,
             dtype=dtype,
+            num_heads=cfg.num_heads,
+            mlp_dim=cfg.mlp_dim,
+            activation="gelu_tanh",
+            cross_attention=False,
+            decode=decode,
+            # GPT-2 scales the residual projections' init by 1 / sqrt(2 * num_layers).
+            out_kernel_init=nn.initializers.normal(0.02 / math.sqrt(2 * cfg.num_layers)),
             attention_implementation=cfg.attention_implementation,
         )
-        block = nn.remat(PreLNDecoderBlock) if cfg.remat else PreLNDecoderBlock
-        if cfg.scan_layers:
-            stack = nn.scan(
-                block,
-                variable_axes={"params": 0, "cache": 0},
-                split_rngs={"params": True, "dropout": True},
-                length=cfg.num_layers,
-            )
-            x, _ = stack(**block_kwargs, name="layers")(x, None)
-        else:
-            for i in range(cfg.num_layers):
-                x, _ = block(**block_kwargs, name=f"layers_{i}")(x, None)
+        x = run_layers(DecoderBlock, block_kwargs, cfg.num_layers, x, scan=cfg.scan_layers,
+                       remat=cfg.remat)
 
         x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name="ln_f")(x)
         logits = embed.attend(x.astype(jnp.float32))  # (B, T, V), tied to the token embedding

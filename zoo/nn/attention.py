@@ -1,15 +1,21 @@
-"""Multi-head attention with an optional key/value cache for autoregressive decoding.
+"""Multi-head attention shared by every transformer family: self (optionally causal) and cross
+attention, padding masks, and key/value caches for autoregressive decoding.
 
 The attention math goes through `jax.nn.dot_product_attention`, so the same module runs the
-XLA kernel on CPU and cuDNN flash attention on GPU (`implementation="cudnn"`). On CPU the
-training / full-sequence path instead runs `blocked_causal_attention` (implementation
+XLA kernel on CPU and cuDNN flash attention on GPU (`implementation="cudnn"`). On CPU, causal
+self-attention over a whole sequence instead runs `blocked_causal_attention` (implementation
 "blocked", the default there): XLA's kernel computes the whole T x T score matrix and masks
 half of it away, while the blocked form skips the key blocks above the diagonal.
+
+Masks are boolean, True = may attend, broadcastable to (B, N, T, S); `padding_mask` builds the
+usual key-padding mask (B, 1, 1, S). Attention-probability dropout is not applied (the fused
+kernels have none); residual dropout is applied by the blocks.
 
 Shapes: B batch, T query length, S key length, D model width, N heads, H head width (D = N * H).
 """
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import flax.linen as nn
@@ -17,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 Implementation = Literal["xla", "cudnn", "blocked"] | None
+IMPLEMENTATIONS = (None, "xla", "cudnn", "blocked")
 
 CAUSAL_BLOCK_SIZE = 64  # measured on a 2-core CPU: 32 and 128 are about as fast, 256 is no gain
 
@@ -60,26 +67,71 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=implementation)
 
 
-class CausalSelfAttention(nn.Module):
-    """Causal multi-head self-attention with a fused QKV projection.
+def padding_mask(valid: jax.Array) -> jax.Array:
+    """valid (B, S) bool (True at real tokens) -> key-padding mask (B, 1, 1, S)."""
+    return valid[:, None, None, :]
 
-    With `decode=True` the module keeps `cached_key` / `cached_value` (B, S, N, H) and
-    `cache_index` in the "cache" collection: each call writes its T new keys at `cache_index`
-    and attends over every cached position up to its own. The cache length S is the length of
-    the tokens the cache was initialised with (see `zoo.models.gpt.init_cache`). A call may
-    write several tokens at once (prompt prefill) or one (a decoding step).
+
+def check_implementation(implementation: Implementation) -> None:
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"attention_implementation must be one of {IMPLEMENTATIONS}; got "
+                         f"{implementation!r}.")
+
+
+def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *,
+                     causal: bool = False, implementation: Implementation = None) -> jax.Array:
+    """q (B, T, N, H), k and v (B, S, N, H), mask broadcastable to (B, N, T, S) -> (B, T, N, H).
+
+    With `implementation="cudnn"` the mask must be a key-padding mask (B, 1, 1, S) of
+    right-padded sequences: it is passed to the kernel as key lengths, which cuDNN supports.
+    """
+    if implementation == "blocked":
+        implementation = None
+    if mask is None:
+        if causal:
+            return causal_attention(q, k, v, implementation)
+        return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
+    if implementation == "cudnn":
+        key_lengths = jnp.sum(mask[:, 0, 0, :], axis=-1).astype(jnp.int32)  # (B,)
+        return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation="cudnn",
+                                            key_value_seq_lengths=key_lengths)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal,
+                                        implementation=implementation)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention: self-attention (`context=None`, fused QKV projection) or
+    cross-attention (queries from `x`, keys and values from `context`, fused KV projection).
+
+    Self-attention with `causal=True` lets position t see positions <= t. `mask` (True = may
+    attend) adds padding or any other restriction.
+
+    With `decode=True` the module keeps a cache in the "cache" collection:
+    * self-attention: `cached_key` / `cached_value` (B, S, N, H) and `cache_index`. Each call
+      writes its T new keys at `cache_index` and attends causally over the cache (`mask` is
+      ignored: decoded sequences carry no padding). The cache length S is the length of the
+      sequence the cache was initialised with (see `zoo.models.gpt.init_cache`). A call may
+      write several tokens at once (prompt prefill) or one (a decoding step).
+    * cross-attention: `cached_context_key` / `cached_context_value` (B, S, N, H), the
+      projected `context`. A call with `context` (re)computes and stores them; a call with
+      `context=None` attends over the stored ones, so a decoding step never re-projects the
+      encoder outputs.
     """
 
     num_heads: int
+    causal: bool = False
     dtype: jnp.dtype = jnp.float32
+    use_bias: bool = True
     kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
     out_kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
     implementation: Implementation = None
     decode: bool = False
+    cross: bool = False  # cross-attention (keys/values from a context) rather than self
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """x: (B, T, D) -> (B, T, D)."""
+    def __call__(self, x: jax.Array, context: jax.Array | None = None,
+                 mask: jax.Array | None = None) -> jax.Array:
+        """x (B, T, D), context (B, S, Dc) or None, mask (B|1, N|1, T|1, S) -> (B, T, D)."""
         d_model = x.shape[-1]
         if d_model % self.num_heads:
             raise ValueError(
@@ -87,28 +139,45 @@ class CausalSelfAttention(nn.Module):
                 "choose num_heads that divides emb_dim."
             )
         head_dim = d_model // self.num_heads
-        qkv = nn.DenseGeneral(
-            features=(3, self.num_heads, head_dim),
-            kernel_init=self.kernel_init,
-            dtype=self.dtype,
-            name="qkv",
-        )(x)  # (B, T, 3, N, H)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (B, T, N, H)
-
-        if self.decode and self.has_variable("cache", "cached_key"):
-            out = self._attend_with_cache(q, k, v)
+        dense = functools.partial(nn.DenseGeneral, kernel_init=self.kernel_init,
+                                  use_bias=self.use_bias, dtype=self.dtype)
+        if self.cross:
+            q = dense(features=(self.num_heads, head_dim), name="query")(x)  # (B, T, N, H)
+            k, v = self._context_keys(dense, head_dim, context)  # (B, S, N, H) each
+            out = masked_attention(q, k, v, mask, implementation=self.implementation)
         else:
-            if self.decode:  # initialisation: create an empty cache of this length
-                self._init_cache(k, v)
-            out = causal_attention(q, k, v, self.implementation)  # (B, T, N, H)
-
+            qkv = dense(features=(3, self.num_heads, head_dim), name="qkv")(x)  # (B, T, 3, N, H)
+            q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (B, T, N, H)
+            if self.decode and self.has_variable("cache", "cached_key"):
+                out = self._attend_with_cache(q, k, v)
+            else:
+                if self.decode:  # initialisation: create an empty cache of this length
+                    self._init_cache(k, v)
+                out = masked_attention(q, k, v, mask, causal=self.causal,
+                                       implementation=self.implementation)
         return nn.DenseGeneral(
             features=d_model,
             axis=(-2, -1),
             kernel_init=self.out_kernel_init,
+            use_bias=self.use_bias,
             dtype=self.dtype,
             name="out",
         )(out)
+
+    def _context_keys(self, dense, head_dim: int,
+                      context: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+        if context is None:
+            if not (self.decode and self.has_variable("cache", "cached_context_key")):
+                raise ValueError("cross-attention needs a context (the encoder outputs), or "
+                                 "decode=True with a cache filled by an earlier call.")
+            return (self.get_variable("cache", "cached_context_key"),
+                    self.get_variable("cache", "cached_context_value"))
+        kv = dense(features=(2, self.num_heads, head_dim), name="kv")(context)  # (B, S, 2, N, H)
+        k, v = kv[:, :, 0], kv[:, :, 1]
+        if self.decode:
+            self.put_variable("cache", "cached_context_key", k)
+            self.put_variable("cache", "cached_context_value", v)
+        return k, v
 
     def _init_cache(self, k: jax.Array, v: jax.Array) -> None:
         self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)

@@ -1,75 +1,186 @@
-"""Transformer blocks shared by the model families.
+"""Transformer blocks shared by the three families (encoder-decoder, BERT, GPT).
 
-Shapes: B batch, T length, D model width (`emb_dim`), F feed-forward width (`mlp_dim`).
+* `MlpBlock`: position-wise feed-forward.
+* `EncoderBlock`: self-attention (padding mask) + feed-forward.
+* `DecoderBlock`: causal self-attention (KV cache when decoding), optional cross-attention over
+  encoder outputs (cached projected keys/values when decoding) + feed-forward.
+* `run_layers`: a stack of blocks, unrolled or as one `nn.scan`, optionally rematerialised.
+* `sinusoidal_positions` / `LearnedPositions`: position encodings.
+
+Residual wiring (`pre_ln`):
+* post-LN, the paper's (Vaswani et al. 2017; BERT): x = LayerNorm(x + Dropout(Sublayer(x)))
+* pre-LN (GPT-2): x = x + Dropout(Sublayer(LayerNorm(x))); the stack then needs a final LN.
+
+Every block's call is `(x, *args) -> (x, None)` so that it runs under `nn.scan` over layers.
+Shapes: B batch, T length, S source length, D model width (`emb_dim`), F `mlp_dim`.
 """
 from __future__ import annotations
 
-import math
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from zoo.nn.attention import CausalSelfAttention, Implementation
+from zoo.nn.attention import Implementation, MultiHeadAttention
+
+Activation = Literal["relu", "gelu", "gelu_tanh"]
+ACTIVATIONS = {
+    "relu": jax.nn.relu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # BERT
+    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),  # GPT-2's "gelu_new"
+}
+DEFAULT_INIT = nn.initializers.normal(0.02)
 
 
 class MlpBlock(nn.Module):
-    """Position-wise feed-forward: Dense(F) -> GELU -> Dense(D) -> dropout."""
+    """Position-wise feed-forward: Dense(F) -> activation -> Dense(D) (dropout by the caller)."""
 
     mlp_dim: int
-    dropout_rate: float = 0.0
-    deterministic: bool = True
+    activation: Activation = "gelu_tanh"
     dtype: jnp.dtype = jnp.float32
-    out_kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
+    kernel_init: nn.initializers.Initializer = DEFAULT_INIT
+    out_kernel_init: nn.initializers.Initializer = DEFAULT_INIT
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: (B, T, D) -> (B, T, D)."""
-        d_model = x.shape[-1]
-        h = nn.Dense(self.mlp_dim, kernel_init=nn.initializers.normal(0.02), dtype=self.dtype,
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got "
+                             f"{self.activation!r}.")
+        h = nn.Dense(self.mlp_dim, kernel_init=self.kernel_init, dtype=self.dtype,
                      name="fc")(x)  # (B, T, F)
-        h = nn.gelu(h, approximate=True)
-        h = nn.Dense(d_model, kernel_init=self.out_kernel_init, dtype=self.dtype, name="proj")(h)
-        return nn.Dropout(self.dropout_rate)(h, deterministic=self.deterministic)
+        h = ACTIVATIONS[self.activation](h)
+        return nn.Dense(x.shape[-1], kernel_init=self.out_kernel_init, dtype=self.dtype,
+                        name="proj")(h)
 
 
-class PreLNDecoderBlock(nn.Module):
-    """GPT-2 block: x + Drop(Attn(LN(x))), then x + Drop(MLP(LN(x))).
+class _Residual(nn.Module):
+    """Shared residual wiring; subclasses call `self.sublayer(name, x, fn)`."""
 
-    The call signature `(x, _) -> (x, None)` lets the same block run unrolled or under
-    `nn.scan` over layers.
-    """
+    pre_ln: bool
+    dropout_rate: float
+    deterministic: bool
+    ln_epsilon: float
+    dtype: Any
 
-    num_heads: int
-    mlp_dim: int
-    num_layers: int  # only used to scale the residual projections' init, as GPT-2 does
-    dropout_rate: float = 0.0
-    deterministic: bool = True
-    decode: bool = False
-    dtype: jnp.dtype = jnp.float32
+    def sublayer(self, ln_name: str, x: jax.Array, fn) -> jax.Array:
+        norm = nn.LayerNorm(epsilon=self.ln_epsilon, dtype=self.dtype, name=ln_name)
+        drop = nn.Dropout(self.dropout_rate)
+        if self.pre_ln:
+            return x + drop(fn(norm(x)), deterministic=self.deterministic)
+        return norm(x + drop(fn(x), deterministic=self.deterministic))
+
+
+class EncoderBlock(_Residual):
+    """Self-attention over the whole sequence (with a padding mask) + feed-forward."""
+
+    num_heads: int = 8
+    mlp_dim: int = 2048
+    activation: Activation = "relu"
+    kernel_init: nn.initializers.Initializer = DEFAULT_INIT
+    out_kernel_init: nn.initializers.Initializer = DEFAULT_INIT
     attention_implementation: Implementation = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, _=None) -> tuple[jax.Array, None]:
-        """x: (B, T, D) -> ((B, T, D), None)."""
-        residual_init = nn.initializers.normal(0.02 / math.sqrt(2 * self.num_layers))
-        h = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="ln_attn")(x)
-        h = CausalSelfAttention(
-            num_heads=self.num_heads,
-            dtype=self.dtype,
-            out_kernel_init=residual_init,
-            implementation=self.attention_implementation,
-            decode=self.decode,
-            name="attn",
-        )(h)
-        x = x + nn.Dropout(self.dropout_rate)(h, deterministic=self.deterministic)
-        h = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="ln_mlp")(x)
-        x = x + MlpBlock(
-            mlp_dim=self.mlp_dim,
-            dropout_rate=self.dropout_rate,
-            deterministic=self.deterministic,
-            dtype=self.dtype,
-            out_kernel_init=residual_init,
-            name="mlp",
-        )(h)
-        return x, None
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> tuple[jax.Array, None]:
+        """x (B, T, D), mask (B, 1, 1, T) or None -> ((B, T, D), None)."""
+        attn = MultiHeadAttention(num_heads=self.num_heads, dtype=self.dtype,
+                                  kernel_init=self.kernel_init,
+                                  out_kernel_init=self.out_kernel_init,
+                                  implementation=self.attention_implementation, name="attn")
+        x = self.sublayer("ln_attn", x, lambda h: attn(h, mask=mask))
+        mlp = MlpBlock(self.mlp_dim, self.activation, self.dtype, self.kernel_init,
+                       self.out_kernel_init, name="mlp")
+        return self.sublayer("ln_mlp", x, mlp), None
+
+
+class DecoderBlock(_Residual):
+    """Causal self-attention, cross-attention over `encoded` (if `cross_attention`), feed-forward.
+
+    GPT-2's block is `DecoderBlock(pre_ln=True, cross_attention=False)`; the Transformer's is
+    `DecoderBlock(pre_ln=False, cross_attention=True)`.
+    """
+
+    num_heads: int = 8
+    mlp_dim: int = 2048
+    activation: Activation = "relu"
+    cross_attention: bool = True
+    decode: bool = False
+    kernel_init: nn.initializers.Initializer = DEFAULT_INIT
+    out_kernel_init: nn.initializers.Initializer = DEFAULT_INIT
+    attention_implementation: Implementation = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, encoded: jax.Array | None = None,
+                 encoded_mask: jax.Array | None = None) -> tuple[jax.Array, None]:
+        """x (B, T, D), encoded (B, S, D) or None, encoded_mask (B, 1, 1, S) -> ((B, T, D), None).
+
+        While decoding, `encoded=None` attends over the cross-attention cache filled by the
+        first call.
+        """
+        attention = dict(num_heads=self.num_heads, dtype=self.dtype, decode=self.decode,
+                         kernel_init=self.kernel_init, out_kernel_init=self.out_kernel_init,
+                         implementation=self.attention_implementation)
+        self_attn = MultiHeadAttention(causal=True, **attention, name="attn")
+        x = self.sublayer("ln_attn", x, self_attn)
+        if self.cross_attention:
+            cross_attn = MultiHeadAttention(cross=True, **attention, name="cross_attn")
+            x = self.sublayer("ln_cross", x,
+                              lambda h: cross_attn(h, context=encoded, mask=encoded_mask))
+        mlp = MlpBlock(self.mlp_dim, self.activation, self.dtype, self.kernel_init,
+                       self.out_kernel_init, name="mlp")
+        return self.sublayer("ln_mlp", x, mlp), None
+
+
+def run_layers(block_cls: type[nn.Module], block_kwargs: dict[str, Any], num_layers: int,
+               x: jax.Array, *args: Any, scan: bool = False, remat: bool = False,
+               name: str = "layers") -> jax.Array:
+    """Applies `num_layers` blocks to x: (B, T, D) -> (B, T, D). Call inside a compact method.
+
+    Unrolled, the blocks are submodules `{name}_0`, `{name}_1`, ...; with `scan=True` they are
+    one `nn.scan` named `name` whose parameters (and caches) have a leading layer axis L, which
+    compiles once instead of L times. `args` (encoder outputs, masks) are the same for every
+    layer. `remat=True` recomputes each block's activations in the backward pass.
+    """
+    cls = nn.remat(block_cls) if remat else block_cls
+    if scan:
+        stack = nn.scan(cls, variable_axes={"params": 0, "cache": 0},
+                        split_rngs={"params": True, "dropout": True},
+                        in_axes=(nn.broadcast,) * len(args), length=num_layers)
+        x, _ = stack(**block_kwargs, name=name)(x, *args)
+        return x
+    for i in range(num_layers):
+        x, _ = cls(**block_kwargs, name=f"{name}_{i}")(x, *args)
+    return x
+
+
+def sinusoidal_positions(max_len: int, dim: int) -> np.ndarray:
+    """The paper's table (max_len, dim): PE[p, 2i] = sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos."""
+    positions = np.arange(max_len)[:, None]
+    rates = np.exp(-np.log(10000.0) * np.arange(0, dim, 2) / dim)  # (ceil(dim / 2),)
+    table = np.zeros((max_len, dim), np.float32)
+    table[:, 0::2] = np.sin(positions * rates)
+    table[:, 1::2] = np.cos(positions * rates[: dim // 2])
+    return table
+
+
+class Positions(nn.Module):
+    """Position encodings (T, D) for positions [start, start + T): "learned" or "sinusoidal"."""
+
+    max_len: int
+    dim: int
+    kind: Literal["learned", "sinusoidal"] = "learned"
+    init: nn.initializers.Initializer = nn.initializers.normal(0.02)
+    param_name: str = "embedding"
+
+    @nn.compact
+    def __call__(self, length: int, start: jax.Array | int = 0) -> jax.Array:
+        if self.kind == "sinusoidal":
+            table = jnp.asarray(sinusoidal_positions(self.max_len, self.dim))
+        elif self.kind == "learned":
+            table = self.param(self.param_name, self.init, (self.max_len, self.dim))
+        else:
+            raise ValueError(f"positions must be 'learned' or 'sinusoidal'; got {self.kind!r}.")
+        return jax.lax.dynamic_slice_in_dim(table, start, length, axis=0)  # (T, D)

@@ -22,6 +22,10 @@ TRAIN_DEFAULTS: dict[str, Any] = dict(
     tokenizer="byte",
     eval_split="validation",
     seq_len=256,
+    reverse_source=False,  # seq2seq: feed each source reversed (Sutskever et al. 2014)
+    source_key=None,  # seq2seq on a real TFDS dataset: its source / target feature names
+    target_key=None,
+    init_from=None,  # a workdir whose latest checkpoint initialises the matching parameters
     # Optimisation.
     num_train_steps=1000,
     per_device_batch_size=16,
@@ -61,7 +65,8 @@ def base_config(model: str, **overrides: Any) -> ml_collections.ConfigDict:
     for key, value in preset.items():
         config[key] = value
     # Fields that may be None need a declared type so overrides like --config.data_dir=/x work.
-    config.data_dir = ml_collections.FieldReference(None, field_type=str)
+    for key in ("data_dir", "source_key", "target_key", "init_from"):
+        config[key] = ml_collections.FieldReference(None, field_type=str)
     if "attention_implementation" in config:
         config.attention_implementation = ml_collections.FieldReference(
             preset["attention_implementation"], field_type=str)

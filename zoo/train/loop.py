@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 import time
 from typing import Any
@@ -25,6 +26,7 @@ from tqdm import tqdm
 from zoo.data.pipelines import create_data
 from zoo.data.sharding import shard_batch
 from zoo.decode.sampling import generate
+from zoo.eval.translation import translation_samples
 from zoo.registry import get_spec
 from zoo.tasks import get_task
 from zoo.train import step as step_lib
@@ -32,8 +34,10 @@ from zoo.train.checkpoint import Checkpointer
 from zoo.train.config import model_overrides, validate
 from zoo.train.metric_writers import MetricWriter
 from zoo.train.optimizer import create_optimizer, learning_rate_schedule
+from zoo.train.warm_start import warm_start
 
 log = logging.getLogger("zoo.train")
+VOCAB_FILE = "vocab.json"  # a data-built vocabulary (seq2seq), saved next to the checkpoints
 
 
 class NonFiniteError(FloatingPointError):
@@ -78,7 +82,7 @@ def build_model(config: ml_collections.ConfigDict):
     """(registry spec, model config dataclass, flax module, task) for the run config."""
     spec = get_spec(config.model)
     model_config = spec.config_cls(**{**spec.preset, **model_overrides(config)})
-    return spec, model_config, spec.module_cls(model_config), get_task(spec.task)
+    return spec, model_config, spec.module_cls(model_config), get_task(spec.task, model_config)
 
 
 def run_meta(config: ml_collections.ConfigDict, model_config: Any) -> dict[str, Any]:
@@ -102,6 +106,16 @@ def create_state(model, task, tx, model_config, seq_len: int, rng: jax.Array):
     init_args = task.example_inputs(model_config, seq_len)
     params = jax.jit(lambda r: model.init(r, *init_args))(rng)["params"]
     return step_lib.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+
+def _warm_start(state, init_from: str):
+    """`state` with the params subtrees of `init_from`'s latest checkpoint that fit copied in."""
+    _, _, source_params, source_meta = load_trained(init_from)
+    params, copied = warm_start(state.params, source_params)
+    if not copied:
+        raise ValueError(f"no parameters of {init_from} ({source_meta['model']}) fit this model.")
+    print(f"initialised {copied} from {init_from} ({source_meta['model']})", flush=True)
+    return state.replace(params=params)
 
 
 def restore_or_init(ckpt: Checkpointer, state, dropout_rng: jax.Array, meta: dict[str, Any]):
@@ -161,6 +175,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     meta = run_meta(config, model_config)
     ckpt = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
+    if config.init_from and ckpt.latest_step() is None:
+        state = _warm_start(state, config.init_from)
+    if is_chief and hasattr(tokenizer, "save"):  # a vocabulary built from the data
+        os.makedirs(workdir, exist_ok=True)
+        tokenizer.save(os.path.join(workdir, VOCAB_FILE))
     state, dropout_rng, position = restore_or_init(ckpt, state, dropout_rng, meta)
     start_step = int(state.step)
 
@@ -251,7 +270,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     summary = {"step": step, "num_params": num_params, "baselines": data.baselines,
                "eval": eval_metrics, "interrupted": interrupted,
                "params": host_state(state).params}
-    if interrupted is None and config.num_samples > 0 and spec.decoder_cls is not None and is_chief:
+    if (interrupted is None and config.num_samples > 0 and spec.decoder_cls is not None
+            and is_chief and task.name == "seq2seq"):
+        summary["samples"] = translation_samples(
+            spec.decoder_cls(model), host_state(state).params, tokenizer, eval_data.get(0),
+            num_samples=config.num_samples, max_len=config.seq_len,
+            reverse_source=config.reverse_source)
+        for text in summary["samples"]:
+            print(text, flush=True)
+    elif interrupted is None and config.num_samples > 0 and spec.decoder_cls is not None and is_chief:
         summary["samples"] = sample_texts(
             spec.decoder_cls(model), host_state(state).params, tokenizer, config.sample_prompt,
             num_samples=config.num_samples, max_new_tokens=config.sample_length,
@@ -286,7 +313,8 @@ def sample_texts(decoder, params, tokenizer, prompt: str, *, num_samples: int,
 
 
 def load_trained(workdir: str, step: int | None = None):
-    """(registry spec, model, params, meta) from a workdir's latest (or given) checkpoint."""
+    """(registry spec, model, params, meta) from a workdir's latest (or given) checkpoint;
+    meta["step"] is the step restored."""
     ckpt = Checkpointer(workdir)
     step = ckpt.latest_step() if step is None else step
     if step is None:
@@ -304,4 +332,4 @@ def load_trained(workdir: str, step: int | None = None):
               "rng": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))}
     restored, _ = ckpt.restore(step, target)
     ckpt.close()
-    return spec, model, restored["params"], meta
+    return spec, model, restored["params"], {**meta, "step": step}

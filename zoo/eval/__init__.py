@@ -1,0 +1,1 @@
+"""Evaluation by decoding: translation metrics over a split."""

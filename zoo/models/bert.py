@@ -1,0 +1,166 @@
+"""Encoder-only transformer (BERT, Devlin et al. 2019) with its three heads.
+
+Token + learned position + segment embeddings -> LayerNorm -> dropout -> `num_layers` post-LN
+`EncoderBlock`s (exact GELU, LayerNorm epsilon 1e-12) -> sequence output; the pooler is
+tanh(Dense(first token)) (or of the masked mean, `pooling="mean"`, for data without [CLS]).
+`BertEncoder` is Hugging Face's `BertModel` (same parameter count: bert_base 109,482,240).
+
+Heads (`head`):
+* "mlm": Dense -> GELU -> LayerNorm -> logits through the transposed word embedding + bias
+  (task "masked_lm");
+* "classification": dropout -> Dense(num_classes) on the pooled output (task "classification");
+* "tagging": dropout -> Dense(num_classes) on every position (task "tagging").
+
+Shapes: B batch, T length (<= max_len), D `emb_dim`, V `vocab_size`, C `num_classes`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from zoo.models.inputs import check_tokens
+from zoo.nn.attention import check_implementation, padding_mask
+from zoo.nn.transformer import ACTIVATIONS, EncoderBlock, run_layers
+
+HEADS = ("mlm", "classification", "tagging")
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    vocab_size: int = 30522
+    emb_dim: int = 768
+    num_heads: int = 12
+    num_layers: int = 12
+    mlp_dim: int = 3072
+    max_len: int = 512
+    type_vocab_size: int = 2
+    dropout_rate: float = 0.1
+    ln_epsilon: float = 1e-12
+    activation: str = "gelu"
+    head: str = "mlm"  # "mlm" | "classification" | "tagging"
+    num_classes: int = 2  # classification / tagging heads
+    pooling: str = "cls"  # "cls" (first token, as BERT) | "mean" (over real tokens)
+    pad_token_id: int = 0  # padding when no lengths are given
+    mask_token_id: int = 103  # [MASK] of the uncased WordPiece vocabulary
+    mask_rate: float = 0.15  # masked_lm: share of tokens chosen for prediction
+    scan_layers: bool = False
+    remat: bool = False
+    dtype: str = "float32"
+    attention_implementation: str | None = None  # None (auto) / "xla" / "cudnn"
+
+
+_BYTE_TINY = dict(vocab_size=264, emb_dim=128, num_heads=2, num_layers=2, mlp_dim=512,
+                  max_len=256, mask_token_id=256, pooling="mean")  # bytes 0-255, [MASK] = 256
+_BASE = dict(vocab_size=30522, emb_dim=768, num_heads=12, num_layers=12, mlp_dim=3072, max_len=512)
+_LARGE = dict(vocab_size=30522, emb_dim=1024, num_heads=16, num_layers=24, mlp_dim=4096,
+              max_len=512)
+PRESETS: dict[str, tuple[dict[str, Any], str]] = {
+    # name: (preset, task). bert_tiny has BERT-Tiny's shape (L=2, H=128, A=2) over bytes.
+    "bert_tiny": (_BYTE_TINY, "masked_lm"),
+    "bert_base": (_BASE, "masked_lm"),
+    "bert_large": (_LARGE, "masked_lm"),
+    "bert_tiny_classifier": (dict(_BYTE_TINY, head="classification"), "classification"),
+    "bert_base_classifier": (dict(_BASE, head="classification"), "classification"),
+    "bert_tiny_tagger": (dict(_BYTE_TINY, head="tagging"), "tagging"),
+    "bert_base_tagger": (dict(_BASE, head="tagging"), "tagging"),
+}
+
+
+class BertEncoder(nn.Module):
+    """Embeddings + encoder + pooler: (B, T) ids -> (sequence (B, T, D), pooled (B, D))."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array, valid: jax.Array, segments: jax.Array | None = None,
+                 *, train: bool = False) -> tuple[jax.Array, jax.Array]:
+        """inputs (B, T), valid (B, T) bool, segments (B, T) or None (all 0)."""
+        cfg = self.config
+        init = nn.initializers.normal(0.02)
+        dtype = jnp.dtype(cfg.dtype)
+        if segments is None:
+            segments = jnp.zeros_like(inputs)
+        length = inputs.shape[1]
+        x = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=init, name="word_embeddings")(
+            inputs)
+        x = x + self.param("position_embeddings", init, (cfg.max_len, cfg.emb_dim))[None, :length]
+        x = x + nn.Embed(cfg.type_vocab_size, cfg.emb_dim, embedding_init=init,
+                         name="segment_embeddings")(segments)
+        x = nn.LayerNorm(epsilon=cfg.ln_epsilon, dtype=dtype, name="ln_embeddings")(x)
+        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
+        block_kwargs = dict(pre_ln=False, dropout_rate=cfg.dropout_rate, deterministic=not train,
+                            ln_epsilon=cfg.ln_epsilon, dtype=dtype, num_heads=cfg.num_heads,
+                            mlp_dim=cfg.mlp_dim, activation=cfg.activation, kernel_init=init,
+                            out_kernel_init=init,
+                            attention_implementation=cfg.attention_implementation)
+        x = run_layers(EncoderBlock, block_kwargs, cfg.num_layers, x, padding_mask(valid),
+                       scan=cfg.scan_layers, remat=cfg.remat)  # (B, T, D)
+        if cfg.pooling == "cls":
+            first = x[:, 0]
+        elif cfg.pooling == "mean":
+            weights = valid[..., None].astype(x.dtype)
+            first = jnp.sum(x * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
+        else:
+            raise ValueError(f"pooling must be 'cls' or 'mean'; got {cfg.pooling!r}.")
+        pooled = jnp.tanh(nn.Dense(cfg.emb_dim, kernel_init=init, dtype=dtype,
+                                   name="pooler")(first))  # (B, D)
+        return x, pooled
+
+
+class Bert(nn.Module):
+    """BERT with the head named by `config.head`.
+
+    Usage:
+        model = zoo.create_model("bert_tiny")
+        variables = model.init(key, tokens)
+        logits = model.apply(variables, tokens, lengths, train=False)  # lengths (B,) optional
+    Without `lengths`, positions holding `pad_token_id` are padding. `segments` (B, T) are the
+    token type ids (sentence A / B); `return_hidden=True` returns (sequence, pooled) instead.
+    """
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array, lengths: jax.Array | None = None, *,
+                 segments: jax.Array | None = None, train: bool = False,
+                 return_hidden: bool = False):
+        cfg = self.config
+        check_tokens(inputs, cfg.vocab_size, cfg.max_len)
+        check_implementation(cfg.attention_implementation)
+        if cfg.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}; got {cfg.head!r}.")
+        if lengths is None:
+            valid = inputs != cfg.pad_token_id
+        else:
+            valid = jnp.arange(inputs.shape[1])[None, :] < lengths[:, None]  # (B, T)
+        encoder = BertEncoder(cfg, name="bert")
+        sequence, pooled = encoder(inputs, valid, segments, train=train)
+        if return_hidden:
+            return sequence, pooled
+        init = nn.initializers.normal(0.02)
+        if cfg.head == "mlm":
+            h = nn.Dense(cfg.emb_dim, kernel_init=init, name="mlm_dense")(sequence)
+            h = ACTIVATIONS[cfg.activation](h)
+            h = nn.LayerNorm(epsilon=cfg.ln_epsilon, name="mlm_ln")(h)
+            table = encoder.variables["params"]["word_embeddings"]["embedding"]  # (V, D), tied
+            bias = self.param("mlm_bias", nn.initializers.zeros, (cfg.vocab_size,))
+            return h.astype(jnp.float32) @ table.T + bias[None, None]  # (B, T, V)
+        drop = nn.Dropout(cfg.dropout_rate)
+        features = pooled if cfg.head == "classification" else sequence
+        features = drop(features, deterministic=not train)
+        return nn.Dense(cfg.num_classes, kernel_init=init, name="classifier")(
+            features.astype(jnp.float32))  # (B, C) or (B, T, C)
+
+
+def _register() -> None:
+    from zoo.registry import register_model
+
+    for name, (preset, task) in PRESETS.items():
+        register_model(name, BertConfig, Bert, preset, task=task)
+
+
+_register()

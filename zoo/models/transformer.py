@@ -1,0 +1,235 @@
+"""Encoder-decoder transformer (Vaswani et al. 2017, "Attention Is All You Need").
+
+Source tokens -> embedding * sqrt(D) + sinusoidal positions -> `num_encoder_layers` post-LN
+`EncoderBlock`s (padding mask). Target tokens (shifted right, BOS first) -> the same embedding
+-> `num_decoder_layers` post-LN `DecoderBlock`s (causal self-attention, cross-attention over
+the encoder outputs) -> logits through the shared embedding (source, target and output
+embeddings are one matrix when `share_embeddings`, as in the paper). `pre_ln=True` gives the
+pre-LN variant (final LayerNorms added). Trained by the "seq2seq" task with label smoothing;
+decoded by `zoo.decode.search` through `TransformerDecoder` (cached self-attention keys/values
+and cached projected encoder keys/values).
+
+Shapes: B batch, S source length, T target length (both <= max_len), D `emb_dim`,
+V `vocab_size`. Token 0 is padding (`zoo.data.vocab.PAD_ID`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from zoo.data.vocab import BOS_ID, PAD_ID
+from zoo.models.inputs import check_tokens
+from zoo.nn.attention import check_implementation, padding_mask
+from zoo.nn.transformer import DecoderBlock, EncoderBlock, Positions, run_layers
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    vocab_size: int = 64  # one vocabulary for source and target
+    emb_dim: int = 512
+    num_heads: int = 8
+    num_encoder_layers: int = 6
+    num_decoder_layers: int = 6
+    mlp_dim: int = 2048
+    max_len: int = 256  # longest source or target sequence
+    dropout_rate: float = 0.1
+    pre_ln: bool = False  # False: the paper's post-LN, LayerNorm(x + Sublayer(x))
+    positions: str = "sinusoidal"  # or "learned"
+    activation: str = "relu"
+    share_embeddings: bool = True  # source, target and output embeddings are one matrix
+    label_smoothing: float = 0.1  # read by the seq2seq task
+    scan_layers: bool = False
+    remat: bool = False
+    dtype: str = "float32"
+    attention_implementation: str | None = None  # None (auto) / "xla" / "cudnn" / "blocked"
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Character-level translation on a 2-core CPU.
+    "transformer_tiny": dict(vocab_size=64, emb_dim=128, num_heads=4, num_encoder_layers=2,
+                             num_decoder_layers=2, mlp_dim=512, max_len=128, dropout_rate=0.1),
+    # The paper's base and big models (Table 3); vocab_size is the shared BPE vocabulary.
+    "transformer_base": dict(vocab_size=37000, emb_dim=512, num_heads=8, num_encoder_layers=6,
+                             num_decoder_layers=6, mlp_dim=2048, max_len=256, dropout_rate=0.1),
+    "transformer_big": dict(vocab_size=37000, emb_dim=1024, num_heads=16, num_encoder_layers=6,
+                            num_decoder_layers=6, mlp_dim=4096, max_len=256, dropout_rate=0.3),
+}
+
+
+def _block_kwargs(cfg: TransformerConfig, train: bool) -> dict[str, Any]:
+    return dict(pre_ln=cfg.pre_ln, dropout_rate=cfg.dropout_rate, deterministic=not train,
+                ln_epsilon=1e-5, dtype=jnp.dtype(cfg.dtype), num_heads=cfg.num_heads,
+                mlp_dim=cfg.mlp_dim, activation=cfg.activation,
+                kernel_init=nn.initializers.xavier_uniform(),
+                out_kernel_init=nn.initializers.xavier_uniform(),
+                attention_implementation=cfg.attention_implementation)
+
+
+class Encoder(nn.Module):
+    config: TransformerConfig
+    embed: nn.Embed
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array, *, train: bool = False) -> jax.Array:
+        """inputs (B, S) -> encoded (B, S, D)."""
+        cfg = self.config
+        x = self.embed(inputs) * math.sqrt(cfg.emb_dim)
+        x = x + Positions(cfg.max_len, cfg.emb_dim, cfg.positions, name="positions")(
+            inputs.shape[1])[None]
+        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
+        x = run_layers(EncoderBlock, _block_kwargs(cfg, train), cfg.num_encoder_layers, x,
+                       padding_mask(inputs != PAD_ID), scan=cfg.scan_layers, remat=cfg.remat)
+        if cfg.pre_ln:
+            x = nn.LayerNorm(epsilon=1e-5, dtype=jnp.dtype(cfg.dtype), name="ln_f")(x)
+        return x
+
+
+class Decoder(nn.Module):
+    config: TransformerConfig
+    embed: nn.Embed
+
+    @nn.compact
+    def __call__(self, encoded: jax.Array | None, source_valid: jax.Array,
+                 decoder_inputs: jax.Array, *, train: bool = False,
+                 decode: bool = False) -> jax.Array:
+        """encoded (B, S, D) (None in a decoding step), source_valid (B, S) bool,
+        decoder_inputs (B, T) -> logits (B, T, V)."""
+        cfg = self.config
+        length = decoder_inputs.shape[1]
+        start = 0
+        if decode:  # position of the first new token = tokens already decoded
+            is_init = not self.has_variable("cache", "position")
+            position = self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
+            start = position.value
+            if not is_init:
+                position.value = start + length
+        y = self.embed(decoder_inputs) * math.sqrt(cfg.emb_dim)
+        y = y + Positions(cfg.max_len, cfg.emb_dim, cfg.positions, name="positions")(
+            length, start)[None]
+        y = nn.Dropout(cfg.dropout_rate)(y, deterministic=not train)
+        kwargs = dict(_block_kwargs(cfg, train), cross_attention=True, decode=decode)
+        y = run_layers(DecoderBlock, kwargs, cfg.num_decoder_layers, y, encoded,
+                       padding_mask(source_valid), scan=cfg.scan_layers, remat=cfg.remat)
+        if cfg.pre_ln:
+            y = nn.LayerNorm(epsilon=1e-5, dtype=jnp.dtype(cfg.dtype), name="ln_f")(y)
+        y = y.astype(jnp.float32)
+        if cfg.share_embeddings:
+            return self.embed.attend(y)
+        return nn.Dense(cfg.vocab_size, kernel_init=nn.initializers.xavier_uniform(),
+                        name="logits")(y)
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder transformer: (inputs (B, S), decoder_inputs (B, T)) -> logits (B, T, V).
+
+    Usage:
+        model = zoo.create_model("transformer_tiny")
+        variables = model.init(key, inputs, decoder_inputs)
+        logits = model.apply(variables, inputs, decoder_inputs, train=False)
+        encoded = model.apply(variables, inputs, method="encode")
+        logits = model.apply(variables, encoded, inputs != 0, decoder_inputs, method="decode")
+    """
+
+    config: TransformerConfig
+
+    def setup(self):
+        cfg = self.config
+        check_implementation(cfg.attention_implementation)
+        embed_init = nn.initializers.normal(cfg.emb_dim**-0.5)
+        self.embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=embed_init,
+                              name="embedding")
+        target_embed = self.embed
+        if not cfg.share_embeddings:
+            target_embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=embed_init,
+                                    name="target_embedding")
+        self.encoder = Encoder(cfg, self.embed, name="encoder")
+        self.decoder = Decoder(cfg, target_embed, name="decoder")
+
+    def encode(self, inputs: jax.Array, *, train: bool = False) -> jax.Array:
+        """inputs (B, S) -> encoded (B, S, D)."""
+        check_tokens(inputs, self.config.vocab_size, self.config.max_len)
+        return self.encoder(inputs, train=train)
+
+    def decode(self, encoded: jax.Array | None, source_valid: jax.Array,
+               decoder_inputs: jax.Array, *, train: bool = False,
+               decode: bool = False) -> jax.Array:
+        """Teacher-forced (or, with decode=True, cached incremental) decoding -> (B, T, V)."""
+        check_tokens(decoder_inputs, self.config.vocab_size, self.config.max_len)
+        return self.decoder(encoded, source_valid, decoder_inputs, train=train, decode=decode)
+
+    def __call__(self, inputs: jax.Array, decoder_inputs: jax.Array, *,
+                 train: bool = False) -> jax.Array:
+        encoded = self.encode(inputs, train=train)
+        return self.decode(encoded, inputs != PAD_ID, decoder_inputs, train=train)
+
+
+def init_cache(model: Transformer, inputs: jax.Array, cache_len: int) -> Any:
+    """An empty decoding cache for source `inputs` (B, S) and up to `cache_len` target tokens."""
+    batch = inputs.shape[0]
+
+    def init():
+        encoded = jnp.zeros((*inputs.shape, model.config.emb_dim), jnp.float32)
+        targets = jnp.zeros((batch, cache_len), jnp.int32)
+        return model.init(jax.random.key(0), encoded, inputs != PAD_ID, targets, decode=True,
+                          method="decode")
+
+    shapes = jax.eval_shape(init)["cache"]
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+class TransformerDecoder:
+    """Adapts `Transformer` to the decoder protocol of `zoo.decode` (see `zoo.decode.search`).
+
+    State: {"cache": self-attention KV caches, projected encoder keys/values and the position,
+    "source_valid": (B, S) bool}. `start` encodes the source once and feeds BOS.
+    """
+
+    def __init__(self, model: Transformer, cache_len: int | None = None):
+        self.model = model
+        self.cache_len = cache_len or model.config.max_len
+
+    def start(self, params, inputs: jax.Array) -> tuple[jax.Array, Any]:
+        """inputs (B, S) -> (logits of the first target token (B, V), state)."""
+        encoded = self.model.apply({"params": params}, inputs, method="encode")
+        source_valid = inputs != PAD_ID
+        cache = init_cache(self.model, inputs, self.cache_len)
+        bos = jnp.full((inputs.shape[0], 1), BOS_ID, jnp.int32)
+        logits, mutated = self.model.apply({"params": params, "cache": cache}, encoded,
+                                           source_valid, bos, decode=True, method="decode",
+                                           mutable=["cache"])
+        return logits[:, 0], {"cache": mutated["cache"], "source_valid": source_valid}
+
+    def step(self, params, state: Any, token: jax.Array) -> tuple[jax.Array, Any]:
+        """token (B,) -> (logits of the next token (B, V), state)."""
+        logits, mutated = self.model.apply(
+            {"params": params, "cache": state["cache"]}, None, state["source_valid"],
+            token[:, None], decode=True, method="decode", mutable=["cache"])
+        return logits[:, 0], {"cache": mutated["cache"], "source_valid": state["source_valid"]}
+
+    def gather_state(self, state: Any, index: jax.Array) -> Any:
+        """Selects batch rows `index` (B',) of every cache entry; counters stay as they are.
+
+        Batch is axis 0, or axis 1 under `scan_layers` (a leading layer axis L)."""
+        batch_axis = 1 if self.model.config.scan_layers else 0
+
+        def take(x):
+            return x if x.ndim <= batch_axis else jnp.take(x, index, axis=batch_axis)
+
+        return {"cache": jax.tree.map(take, state["cache"]),
+                "source_valid": jnp.take(state["source_valid"], index, axis=0)}
+
+
+def _register() -> None:
+    from zoo.registry import register_model
+
+    for name, preset in PRESETS.items():
+        register_model(name, TransformerConfig, Transformer, preset, task="seq2seq",
+                       decoder_cls=TransformerDecoder)
+
+
+_register()

@@ -1,0 +1,95 @@
+"""Sequence-to-sequence training with teacher forcing and label smoothing.
+
+Batch: {"inputs": (B, S) int32 source ids, "targets": (B, T) int32 target ids ending in EOS,
+"weights": (B, T) float32 (0 = padding)}; 0 pads both. The decoder reads the targets shifted
+right behind BOS (`shift_right`). The model is called as
+`apply_fn(variables, inputs, decoder_inputs, train=...)` -> logits (B, T, V).
+
+The loss is cross entropy against label-smoothed targets, (1 - eps) * one_hot + eps / V
+(Szegedy et al. 2016; eps = 0.1 in Vaswani et al. 2017), read from the model config's
+`label_smoothing`. Metrics also report the unsmoothed `nll` and its perplexity.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from zoo.data.vocab import BOS_ID
+from zoo.tasks.base import ApplyFn, Batch, mean_metrics
+
+
+def shift_right(targets: jax.Array, bos_id: int = BOS_ID) -> jax.Array:
+    """targets (B, T) -> decoder inputs (B, T): BOS, then targets[:, :-1]."""
+    bos = jnp.full_like(targets[:, :1], bos_id)
+    return jnp.concatenate([bos, targets[:, :-1]], axis=1)
+
+
+def smoothed_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array,
+                           label_smoothing: float) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Summed label-smoothed cross entropy and metric sums. logits (B, T, V), targets (B, T)."""
+    weights = weights.astype(jnp.float32)
+    logits = logits.astype(jnp.float32)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)  # (B, T)
+    if label_smoothing:
+        smooth = optax.smooth_labels(jax.nn.one_hot(targets, logits.shape[-1]), label_smoothing)
+        token_loss = optax.softmax_cross_entropy(logits, smooth)
+    else:
+        token_loss = nll
+    loss_sum = jnp.sum(token_loss * weights)
+    correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
+    return loss_sum, {"loss": loss_sum, "nll": jnp.sum(nll * weights), "accuracy": correct,
+                      "weight": jnp.sum(weights)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2Seq:
+    name: str = "seq2seq"
+    label_smoothing: float = 0.0
+
+    def configure(self, model_config: Any) -> Seq2Seq:
+        """This task with the model config's `label_smoothing` (0 when the model has none)."""
+        return dataclasses.replace(
+            self, label_smoothing=float(getattr(model_config, "label_smoothing", 0.0)))
+
+    def loss(self, apply_fn: ApplyFn, params: Any, batch: Batch, rng: jax.Array,
+             train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+        logits = apply_fn({"params": params}, batch["inputs"], shift_right(batch["targets"]),
+                          train=train, rngs={"dropout": rng} if train else None)  # (B, T, V)
+        return smoothed_cross_entropy(logits, batch["targets"], batch["weights"],
+                                      self.label_smoothing)
+
+    def example_inputs(self, model_config: Any, seq_len: int) -> tuple[jax.Array, ...]:
+        return jnp.zeros((1, seq_len), jnp.int32), jnp.zeros((1, seq_len), jnp.int32)
+
+    def check_batch(self, batch: Batch, model_config: Any) -> None:
+        missing = {"inputs", "targets", "weights"} - set(batch)
+        if missing:
+            raise ValueError(f"a seq2seq batch needs keys inputs/targets/weights; missing "
+                             f"{sorted(missing)}.")
+        if batch["weights"].shape != batch["targets"].shape:
+            raise ValueError(f"batch['weights'] has shape {batch['weights'].shape}, targets "
+                             f"have {batch['targets'].shape}.")
+        max_len = getattr(model_config, "max_len", None)
+        for key in ("inputs", "targets"):
+            values = np.asarray(batch[key])
+            if values.ndim != 2:
+                raise ValueError(f"batch[{key!r}] must be (batch, length); got {values.shape}.")
+            if max_len is not None and values.shape[1] > max_len:
+                raise ValueError(f"batch[{key!r}] has length {values.shape[1]} > the model's "
+                                 f"max_len={max_len}; lower --config.seq_len or raise "
+                                 "--config.max_len.")
+            if values.size and (values.min() < 0 or values.max() >= model_config.vocab_size):
+                bad = values.min() if values.min() < 0 else values.max()
+                raise ValueError(f"batch[{key!r}] holds token id {bad}, outside [0, vocab_size="
+                                 f"{model_config.vocab_size}); set --config.vocab_size to the "
+                                 "data's vocabulary size.")
+
+    def finalize(self, sums: dict[str, Any]) -> dict[str, float]:
+        out = {k: float(v) for k, v in mean_metrics(sums).items()}
+        out["perplexity"] = float(np.exp(min(out["nll"], 50.0)))
+        return out
