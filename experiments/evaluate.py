@@ -28,9 +28,9 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}.")
-    from experiments.translate import load_translator
     from zoo.data.seq2seq import load_pairs
     from zoo.eval.translation import translation_metrics
+    from zoo.eval.translator import load_translator
 
     translator = load_translator(FLAGS.workdir, FLAGS.step)
     config = translator.config

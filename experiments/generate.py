@@ -3,7 +3,9 @@
     python -m experiments.generate --workdir /tmp/gpt_tiny --prompt "The " \
         [--max_new_tokens 200 --temperature 0.8 --top_k 0 --top_p 0.95 --num_samples 1]
 
---temperature 0 decodes greedily.
+--temperature 0 decodes greedily. For an encoder-decoder workdir (transformer_*, seq2seq_*) the
+prompt is the source text and the output its translation: greedy at temperature 0, beam search
+with --beam_size > 1, otherwise sampled token by token until EOS.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ flags.DEFINE_float("top_p", 0.95, "Nucleus sampling mass (1 = off).")
 flags.DEFINE_integer("num_samples", 1, "Number of continuations.")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+flags.DEFINE_integer("beam_size", 1, "Encoder-decoder models: beam search when > 1.")
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
@@ -25,9 +28,14 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from zoo.data.tokenizers import get_tokenizer
+    from zoo.eval.translator import translator_from
     from zoo.train.loop import load_trained, sample_texts
 
     spec, model, params, meta = load_trained(FLAGS.workdir, FLAGS.step)
+    if spec.task == "seq2seq":
+        for text in translate_prompt(translator_from(FLAGS.workdir, spec, model, params, meta)):
+            print(f"{FLAGS.prompt} -> {text}")
+        return
     if spec.decoder_cls is None:
         raise app.UsageError(f"model {meta['model']!r} cannot generate text.")
     try:
@@ -41,6 +49,31 @@ def main(argv):
     for text in samples:
         print(text)
         print("-" * 40)
+
+
+def translate_prompt(translator) -> list[str]:
+    """Outputs of an encoder-decoder workdir for FLAGS.prompt (the source text)."""
+    import jax
+    import jax.numpy as jnp
+
+    from zoo.decode.sampling import generate
+    from zoo.eval.translation import encode_sources
+
+    prompts = [FLAGS.prompt] * FLAGS.num_samples
+    try:
+        if FLAGS.temperature == 0 or FLAGS.beam_size > 1:
+            return translator(prompts, beam_size=FLAGS.beam_size)
+        seq_len = translator.config["seq_len"]
+        sources = encode_sources(translator.vocab, prompts, seq_len,
+                                 reverse_source=translator.config.get("reverse_source", False))
+        tokens = generate(translator.decoder, translator.params, jnp.asarray(sources),
+                          jax.random.key(FLAGS.seed), max_new_tokens=min(FLAGS.max_new_tokens,
+                                                                         seq_len),
+                          temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
+                          num_valid_tokens=translator.vocab.size)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
+    return [translator.vocab.decode(row) for row in tokens]
 
 
 if __name__ == "__main__":

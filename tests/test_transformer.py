@@ -209,3 +209,21 @@ def test_seq2seq_task_reads_label_smoothing_from_the_model_config():
     task = zoo.tasks.get_task("seq2seq", zoo.registry.get_config("transformer_tiny"))
     assert task.label_smoothing == 0.1
     assert zoo.tasks.get_task("masked_lm", zoo.registry.get_config("bert_tiny")).mask_token_id == 256
+
+
+def test_greedy_and_beam_search_through_the_transformer_decoder(seq2seq_batch):
+    from zoo.decode.search import beam_search, greedy_search
+
+    source, _ = seq2seq_batch
+    model = zoo.create_model("transformer_tiny", **TINY)
+    params = model.init(jax.random.key(3), source, source)["params"]
+    decoder = TransformerDecoder(model)
+    tokens = np.asarray(greedy_search(decoder, params, source, max_len=8))  # (B, 8)
+    # Each greedy token is the argmax of the full (uncached) forward over the tokens before it.
+    logits = model.apply({"params": params}, source, shift_right(jnp.asarray(tokens)))
+    ended = np.cumsum(tokens == 2, axis=1) - (tokens == 2)  # 1 after the first EOS
+    np.testing.assert_array_equal(np.where(ended > 0, 0, np.argmax(logits, -1)), tokens)
+    beams, scores = beam_search(decoder, params, source, beam_size=1, max_len=8)
+    np.testing.assert_array_equal(beams[:, 0], tokens)
+    beams, scores = beam_search(decoder, params, source, beam_size=3, max_len=8)
+    assert beams.shape == (3, 3, 8) and scores.shape == (3, 3)
