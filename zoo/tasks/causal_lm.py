@@ -32,9 +32,14 @@ class CausalLM:
         check_lm_batch(batch, model_config.vocab_size, getattr(model_config, "max_len", None))
 
     def finalize(self, sums: dict[str, Any]) -> dict[str, float]:
-        out = {k: float(v) for k, v in mean_metrics(sums).items()}
-        out["perplexity"] = float(np.exp(min(out["loss"], 50.0)))
-        return out
+        return lm_metrics(sums)
+
+
+def lm_metrics(sums: dict[str, Any]) -> dict[str, float]:
+    """Mean metrics of a token-level LM loss, plus the perplexity of the mean loss."""
+    out = {k: float(v) for k, v in mean_metrics(sums).items()}
+    out["perplexity"] = float(np.exp(min(out["loss"], 50.0)))
+    return out
 
 
 def check_lm_batch(batch: Batch, vocab_size: int, max_len: int | None) -> None:

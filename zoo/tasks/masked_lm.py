@@ -15,10 +15,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from zoo.tasks.base import ApplyFn, Batch, mean_metrics, token_cross_entropy
-from zoo.tasks.causal_lm import check_lm_batch
+from zoo.tasks.base import ApplyFn, Batch, token_cross_entropy
+from zoo.tasks.causal_lm import check_lm_batch, lm_metrics
 
 
 def mask_tokens(rng: jax.Array, tokens: jax.Array, valid: jax.Array, *, vocab_size: int,
@@ -68,6 +67,4 @@ class MaskedLM:
         check_lm_batch(batch, model_config.vocab_size, getattr(model_config, "max_len", None))
 
     def finalize(self, sums: dict[str, Any]) -> dict[str, float]:
-        out = {k: float(v) for k, v in mean_metrics(sums).items()}
-        out["perplexity"] = float(np.exp(min(out["loss"], 50.0)))
-        return out
+        return lm_metrics(sums)
