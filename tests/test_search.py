@@ -327,3 +327,16 @@ def test_gpt_decoder_beam_one_is_greedy_and_scores_are_the_models():
         n = seq.index(EOS_ID) + 1 if EOS_ID in seq else max_len
         total = sum(logp[row, i, seq[i]] for i in range(n))
         np.testing.assert_allclose(score, total / penalty(n, alpha), rtol=1e-4, atol=1e-5)
+
+
+def test_the_beam_loop_itself_with_one_beam_and_no_length_penalty_is_greedy():
+    """Without a length penalty no continuation can outscore an ended hypothesis, so the
+    alive/finished loop with K = 1 must follow the greedy path (beam_search(K=1) skips it)."""
+    from zoo.decode.search import _beam_search
+
+    vocab, max_len = 6, 7
+    params = random_chain(7, vocab=vocab, length=max_len, eos_boost=1.0)
+    sources = jnp.asarray(np.random.default_rng(9).integers(0, vocab, (16, 2)), jnp.int32)
+    greedy = greedy_search(MARKOV, params, sources, max_len=max_len)
+    tokens, _ = _beam_search(MARKOV, params, sources, 1, max_len, EOS_ID, 0.0)
+    np.testing.assert_array_equal(tokens[:, 0], greedy)
