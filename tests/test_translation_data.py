@@ -15,7 +15,7 @@ from zoo.data.pipelines import PIPELINES, create_data
 from zoo.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, CharVocab
 
 SPLITS = ("train", "validation", "test")
-SMALL_NUM2WORDS = {"train": 1_200, "validation": 100, "test": 200}
+SMALL_NUM2WORDS = {"train": 4_200, "validation": 100, "test": 200}
 SMALL_SYNTHETIC = {"train": 400, "validation": 50, "test": 100}
 PREPARED = ("zoo_num2words/en_fr", "zoo_num2words/en_de",
             *(f"zoo_synthetic_seq2seq/{task}" for task in translation.SYNTHETIC_TASKS))
@@ -96,7 +96,10 @@ def test_full_size_number_splits():
     """The default sizes: disjoint splits; a larger test split extends the smaller one."""
     full = translation.number_splits()
     assert {split: len(full[split]) for split in SPLITS} == translation.NUM2WORDS_SIZES
-    assert len(np.unique(np.concatenate(list(full.values())))) == sum(map(len, full.values()))
+    distinct = [np.unique(numbers) for numbers in full.values()]
+    assert len(np.unique(np.concatenate(distinct))) == sum(map(len, distinct))  # disjoint
+    counts = np.bincount(full["train"][full["train"] < translation.NUM_BUILDING_BLOCKS])
+    assert (counts == translation.BUILDING_BLOCK_REPEATS).all()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(translation, "NUM2WORDS_SIZES", SMALL_NUM2WORDS)
         small = translation.number_splits()
