@@ -82,7 +82,7 @@ def load_pairs(dataset: str, split: str, data_dir: str | None = None, *,
     return [s for s, _ in pairs], [t for _, t in pairs]
 
 
-def _padded(rows: Sequence[np.ndarray], seq_len: int) -> np.ndarray:
+def pad_rows(rows: Sequence[np.ndarray], seq_len: int) -> np.ndarray:
     """(N, seq_len) int32: row i is rows[i] followed by PAD_ID."""
     out = np.full((len(rows), seq_len), PAD_ID, np.int32)
     for i, row in enumerate(rows):
@@ -159,8 +159,8 @@ def create_seq2seq_data(config: Any, global_batch_size: int, *, process_index: i
     encoded = {name: _encode_pairs(vocab, *pairs, reverse_source=reverse_source)
                for name, pairs in texts.items()}
     _check_lengths(encoded, config.seq_len)
-    examples = {name: Seq2seqExamples(_padded(sources, config.seq_len),
-                                      _padded(targets, config.seq_len))
+    examples = {name: Seq2seqExamples(pad_rows(sources, config.seq_len),
+                                      pad_rows(targets, config.seq_len))
                 for name, (sources, targets) in encoded.items()}
     seed = _field(config, "seed", 0)
     kwargs = {"process_index": process_index, "process_count": process_count}

@@ -18,21 +18,21 @@ from typing import Any
 import numpy as np
 import sacrebleu
 
-from zoo.data.vocab import EOS_ID, PAD_ID, UNK_ID, CharVocab
+from zoo.data.seq2seq import pad_rows
+from zoo.data.vocab import EOS_ID, UNK_ID, CharVocab
 from zoo.decode.search import beam_search, greedy_search
 
 
 def encode_sources(vocab: CharVocab, texts: Sequence[str], seq_len: int, *,
                    reverse_source: bool = False, unknown: str = "error") -> np.ndarray:
     """texts -> (N, seq_len) int32 ids padded with PAD_ID; a too-long text is a ValueError."""
-    out = np.full((len(texts), seq_len), PAD_ID, np.int32)
-    for i, text in enumerate(texts):
-        ids = vocab.encode(text[::-1] if reverse_source else text, unknown=unknown)
+    rows = [vocab.encode(text[::-1] if reverse_source else text, unknown=unknown)
+            for text in texts]
+    for text, ids in zip(texts, rows):
         if len(ids) > seq_len:
             raise ValueError(f"source {text!r} has {len(ids)} characters; the model was trained "
                              f"with seq_len={seq_len}. Shorten it.")
-        out[i, :len(ids)] = ids
-    return out
+    return pad_rows(rows, seq_len)
 
 
 def translate(decoder: Any, params: Any, vocab: CharVocab, texts: Sequence[str], *,

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 Batch = dict[str, Any]
@@ -47,3 +48,23 @@ def token_cross_entropy(logits: jax.Array, targets: jax.Array,
     loss_sum = jnp.sum(token_loss * weights)
     correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
     return loss_sum, {"loss": loss_sum, "accuracy": correct, "weight": jnp.sum(weights)}
+
+
+def check_token_ids(batch: Batch, key: str, vocab_size: int, max_len: int | None) -> None:
+    """Raises ValueError if host `batch[key]` is not (B, T) ids in [0, vocab_size), T <= max_len
+    (JAX gathers would clamp a bad id silently, so batches are checked before devices see them)."""
+    values = np.asarray(batch[key])
+    if values.ndim != 2:
+        raise ValueError(f"batch[{key!r}] must be (batch, length); got shape {values.shape}.")
+    if max_len is not None and values.shape[-1] > max_len:
+        raise ValueError(
+            f"sequence length {values.shape[-1]} of batch[{key!r}] exceeds the model's "
+            f"max_len={max_len}; set --config.seq_len <= {max_len} or a larger --config.max_len."
+        )
+    if values.size:
+        lo, hi = int(values.min()), int(values.max())
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(
+                f"batch[{key!r}] holds token id {lo if lo < 0 else hi}, outside [0, vocab_size="
+                f"{vocab_size}); the tokenizer and the model's vocab_size disagree."
+            )

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoo.tasks.base import ApplyFn, Batch, mean_metrics, token_cross_entropy
+from zoo.tasks.base import ApplyFn, Batch, check_token_ids, mean_metrics, token_cross_entropy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,15 +51,5 @@ def check_lm_batch(batch: Batch, vocab_size: int, max_len: int | None) -> None:
     for key in ("targets", "weights"):
         if batch[key].shape != shape:
             raise ValueError(f"batch[{key!r}] has shape {batch[key].shape}, inputs have {shape}.")
-    if max_len is not None and shape[-1] > max_len:
-        raise ValueError(
-            f"sequence length {shape[-1]} exceeds the model's max_len={max_len}; set "
-            f"--config.seq_len <= {max_len} or a larger --config.max_len."
-        )
     for key in ("inputs", "targets"):
-        lo, hi = int(np.min(batch[key])), int(np.max(batch[key]))
-        if lo < 0 or hi >= vocab_size:
-            raise ValueError(
-                f"batch[{key!r}] holds token id {lo if lo < 0 else hi}, outside [0, vocab_size="
-                f"{vocab_size}); the tokenizer and the model's vocab_size disagree."
-            )
+        check_token_ids(batch, key, vocab_size, max_len)

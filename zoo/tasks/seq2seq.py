@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from zoo.data.vocab import BOS_ID
-from zoo.tasks.base import ApplyFn, Batch, mean_metrics
+from zoo.tasks.base import ApplyFn, Batch, check_token_ids, mean_metrics
 
 
 def shift_right(targets: jax.Array, bos_id: int = BOS_ID) -> jax.Array:
@@ -74,20 +74,9 @@ class Seq2Seq:
         if batch["weights"].shape != batch["targets"].shape:
             raise ValueError(f"batch['weights'] has shape {batch['weights'].shape}, targets "
                              f"have {batch['targets'].shape}.")
-        max_len = getattr(model_config, "max_len", None)
         for key in ("inputs", "targets"):
-            values = np.asarray(batch[key])
-            if values.ndim != 2:
-                raise ValueError(f"batch[{key!r}] must be (batch, length); got {values.shape}.")
-            if max_len is not None and values.shape[1] > max_len:
-                raise ValueError(f"batch[{key!r}] has length {values.shape[1]} > the model's "
-                                 f"max_len={max_len}; lower --config.seq_len or raise "
-                                 "--config.max_len.")
-            if values.size and (values.min() < 0 or values.max() >= model_config.vocab_size):
-                bad = values.min() if values.min() < 0 else values.max()
-                raise ValueError(f"batch[{key!r}] holds token id {bad}, outside [0, vocab_size="
-                                 f"{model_config.vocab_size}); set --config.vocab_size to the "
-                                 "data's vocabulary size.")
+            check_token_ids(batch, key, model_config.vocab_size,
+                            getattr(model_config, "max_len", None))
 
     def finalize(self, sums: dict[str, Any]) -> dict[str, float]:
         out = {k: float(v) for k, v in mean_metrics(sums).items()}
