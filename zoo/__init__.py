@@ -5,7 +5,8 @@ Public API:
     zoo.list_models(pattern="*") -> list[str]
     zoo.get_config(name, **overrides) -> the model's frozen config dataclass
 """
-from zoo import models as _models  # noqa: F401  (registers the model families)
+# The registry imports zoo.models (and so jax) on first use, which keeps `import zoo.host_malloc`
+# light enough to run before jax (see that module).
 from zoo.registry import create_model, get_config, list_models
 
 __all__ = ["create_model", "get_config", "list_models"]

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-import flax.linen as nn
+if TYPE_CHECKING:  # flax (and so jax) loads with the model families, on first lookup
+    import flax.linen as nn
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     name: str
     config_cls: type
-    module_cls: type[nn.Module]
+    module_cls: type  # a flax.linen.Module subclass
     preset: dict[str, Any]
     task: str  # name of the task in zoo.tasks that trains this model
     decoder_cls: type | None = None  # adapts the model to zoo.decode (None: cannot generate)
@@ -25,7 +27,13 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, config_cls: type, module_cls: type[nn.Module],
+def _registered() -> dict[str, ModelSpec]:
+    """The registry, after importing zoo.models (which registers every family's presets)."""
+    importlib.import_module("zoo.models")
+    return _REGISTRY
+
+
+def register_model(name: str, config_cls: type, module_cls: type,
                    preset: dict[str, Any], task: str, decoder_cls: type | None = None) -> None:
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is registered twice.")
@@ -35,11 +43,11 @@ def register_model(name: str, config_cls: type, module_cls: type[nn.Module],
 
 def list_models(pattern: str = "*") -> list[str]:
     """Sorted names of the registered models matching a shell-style `pattern` ("gpt*")."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return sorted(n for n in _registered() if fnmatch.fnmatch(n, pattern))
 
 
 def get_spec(name: str) -> ModelSpec:
-    if name not in _REGISTRY:
+    if name not in _registered():
         close = [n for n in _REGISTRY if n.split("_")[0] == name.split("_")[0]]
         hint = f" Did you mean one of {close}?" if close else ""
         raise ValueError(

@@ -1,0 +1,51 @@
+"""Minor page faults per call of a jitted function with a large XLA scratch buffer.
+
+    python -m benchmarks.page_faults [--rows 25000]
+
+Prints one JSON line: the fewest faults over calls 5-10 (the heap may still grow on the first
+calls), the GLIBC_TUNABLES this process runs with and the kernel's transparent-huge-page mode.
+`python -m benchmarks...` re-executes itself with glibc.malloc.hugetlb=1 (zoo/host_malloc.py);
+`ZOO_HUGE_PAGES=0` runs without it, for comparison. Linux only (reads getrusage's ru_minflt).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+
+from zoo.host_malloc import transparent_huge_pages_mode
+
+
+def minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=25_000,
+                        help="rows of the (rows, 1000) f32 input; the scratch buffer is as large")
+    args = parser.parse_args(argv)
+
+    import jax
+    import jax.numpy as jnp
+
+    # The dot's left operand, the same size as x, is materialised in XLA's temp buffer.
+    f = jax.jit(lambda x: (jnp.sin(jnp.exp(x) * 2 + x[::-1]) @ x[:64].T).sum())
+    x = jnp.full((args.rows, 1_000), 1e-3, jnp.float32)
+    for _ in range(4):
+        f(x).block_until_ready()
+    faults = []
+    for _ in range(6):
+        before = minor_faults()
+        f(x).block_until_ready()
+        faults.append(minor_faults() - before)
+    result = {"faults_per_call": min(faults), "scratch_mb": round(x.nbytes / 2**20),
+              "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+              "transparent_huge_pages": transparent_huge_pages_mode()}
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
