@@ -1,9 +1,8 @@
 """Benchmarks of the zoo (run as modules: `python -m benchmarks.gpt_step`). Results: RESULTS.md.
 
-Like `experiments`, `python -m benchmarks.<module>` restarts itself once with glibc's huge-page
-tunable (zoo/host_malloc.py); the JAX and PyTorch sides of a benchmark share the process, so
-both run with it.
+Like `experiments`, this package applies zoo/host_malloc.py before jax is imported; the JAX and
+PyTorch sides of a benchmark share the process, so both run with it.
 """
-from zoo.host_malloc import reexec_with_huge_pages
+from zoo.host_malloc import keep_freed_memory
 
-reexec_with_huge_pages(__name__)
+keep_freed_memory()

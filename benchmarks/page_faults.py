@@ -3,9 +3,9 @@
     python -m benchmarks.page_faults [--rows 25000]
 
 Prints one JSON line: the fewest faults over calls 5-10 (the heap may still grow on the first
-calls), the GLIBC_TUNABLES this process runs with and the kernel's transparent-huge-page mode.
-`python -m benchmarks...` re-executes itself with glibc.malloc.hugetlb=1 (zoo/host_malloc.py);
-`ZOO_HUGE_PAGES=0` runs without it, for comparison. Linux only (reads getrusage's ru_minflt).
+calls) and whether zoo/host_malloc.py's malloc options are on (the `benchmarks` package applies
+them; `ZOO_KEEP_FREED_MEMORY=0` runs without, for comparison). Linux only (getrusage's
+ru_minflt).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import json
 import os
 import resource
 
-from zoo.host_malloc import transparent_huge_pages_mode
+from zoo.host_malloc import ENV_SWITCH
 
 
 def minor_faults() -> int:
@@ -41,8 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
         f(x).block_until_ready()
         faults.append(minor_faults() - before)
     result = {"faults_per_call": min(faults), "scratch_mb": round(x.nbytes / 2**20),
-              "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
-              "transparent_huge_pages": transparent_huge_pages_mode()}
+              "keep_freed_memory": os.environ.get(ENV_SWITCH, "1") != "0"}
     print(json.dumps(result))
     return result
 

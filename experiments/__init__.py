@@ -1,8 +1,8 @@
 """Experiment entry points (`python -m experiments.train ...`) and their configs.
 
-`python -m experiments.<module>` restarts itself once with glibc's huge-page tunable, so that
-XLA's per-step scratch memory is not page-faulted in 4 KiB pages (zoo/host_malloc.py).
+Importing this package first keeps glibc from unmapping XLA's per-step scratch memory (see
+zoo/host_malloc.py); that has to happen before jax is imported, which the entry points do next.
 """
-from zoo.host_malloc import reexec_with_huge_pages
+from zoo.host_malloc import keep_freed_memory
 
-reexec_with_huge_pages(__name__)
+keep_freed_memory()

@@ -1,66 +1,55 @@
-"""Back XLA's per-step scratch memory with transparent huge pages (Linux CPU hosts, glibc).
+"""Keep glibc from handing XLA's per-step scratch memory back to the kernel (Linux CPU hosts).
 
 XLA on CPU allocates each executable's temporary buffer anew on every call. For the zoo's
 train steps that buffer is hundreds of MB (651 MB for gpt_tiny at B=16, T=256), so glibc
 serves it with `mmap` and returns it with `munmap`, and the next step page-faults all of it
-back in, 4 KiB at a time: about 170,000 minor faults and 0.35 s of kernel time per gpt_tiny
-step, roughly a fifth of the step on a 2-core CPU (benchmarks/RESULTS.md).
+back in: about 170,000 minor faults and 0.35 s of kernel time per gpt_tiny step, roughly a
+fifth of the step on a 2-core CPU (benchmarks/RESULTS.md).
 
-glibc's `glibc.malloc.hugetlb=1` tunable makes malloc ask for transparent huge pages, so the
-same buffer takes 2 MiB faults: about 850 per step. Tunables are read when a process starts,
-so `reexec_with_huge_pages()` restarts a `python -m PACKAGE.MODULE ...` entry point once with
-the tunable set (same pid, same arguments). The `experiments` and `benchmarks` packages call it
-from their `__init__`; it does nothing for imports from other code (pytest, notebooks). In your
-own scripts set it in the environment:
+`keep_freed_memory()` sets three glibc malloc options so that the buffer stays mapped and is
+reused: one malloc arena (a thread's own arena cannot grow past 64 MB without mmap), no mmap
+for large blocks, and no trimming of the heap. The process keeps its peak heap, as with
+tcmalloc or jemalloc. The price: XLA compiles about 15% slower (its compiler threads share the
+one arena), paid once per compiled function. (glibc's `glibc.malloc.hugetlb=1` tunable was
+measured too: 2 MiB faults instead of 4 KiB, but the kernel still zeroes the whole buffer
+every step, and steps were about 10% slower than with these options.)
 
-    GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python train.py
+It must run before `import jax`: importing jax starts threads, and glibc fixes its arena limit
+when a second thread first allocates. The `experiments` and `benchmarks` packages call it in
+their `__init__`, so `python -m experiments.train` and the benchmarks get it. In your own
+scripts call it first, or set the same options in the environment, which works in any order:
 
-Set ZOO_HUGE_PAGES=0 to turn the re-exec off. (glibc < 2.35 ignores the tunable; with the
-kernel's transparent huge pages set to "never" it has no effect; with "always" it is not needed.)
-This module imports nothing heavy.
+    MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=-1 python train.py
+
+Set ZOO_KEEP_FREED_MEMORY=0 to leave the allocator alone. This module imports nothing heavy.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import sys
-from collections.abc import Mapping
 
-TUNABLE = "glibc.malloc.hugetlb=1"
-_THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
-
-
-def transparent_huge_pages_mode() -> str | None:
-    """The kernel's THP mode ("always", "madvise" or "never"), or None where it cannot be read."""
-    try:
-        with open(_THP_MODE_FILE) as f:
-            text = f.read()
-    except OSError:
-        return None
-    start, end = text.find("["), text.find("]")
-    return text[start + 1:end] if 0 <= start < end else None
+# mallopt(3) parameter numbers from glibc's malloc.h; M_TRIM_THRESHOLD -1 disables trimming.
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+_SETTINGS = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))
+ENV_SWITCH = "ZOO_KEEP_FREED_MEMORY"
 
 
-def huge_pages_wanted(environ: Mapping[str, str] = os.environ) -> bool:
-    """True where the tunable would help and is not set yet (Linux, THP on madvise)."""
-    return (sys.platform.startswith("linux")
-            and environ.get("ZOO_HUGE_PAGES", "1") != "0"
-            and TUNABLE not in environ.get("GLIBC_TUNABLES", "")
-            and transparent_huge_pages_mode() == "madvise")
+def keep_freed_memory() -> bool:
+    """Apply the malloc options above. Returns True when glibc accepted all of them.
 
-
-def reexec_with_huge_pages(package: str) -> None:
-    """If this process is `python -m {package}.<module> ...`, exec it again with the tunable.
-
-    Called from a package `__init__`: while `-m` locates its module, `sys.argv[0]` is "-m",
-    and `sys.orig_argv` holds the interpreter's own arguments, which the new process reuses.
+    A no-op (False) off Linux/glibc, with ZOO_KEEP_FREED_MEMORY=0, or once jax is imported
+    (the arena limit could no longer take effect; set the environment instead).
     """
-    argv = getattr(sys, "orig_argv", [])
-    if sys.argv[:1] != ["-m"] or "-m" not in argv[1:-1]:
-        return
-    if not argv[argv.index("-m", 1) + 1].startswith(package + ".") or not huge_pages_wanted():
-        return
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    env = {**os.environ, "GLIBC_TUNABLES": f"{tunables}:{TUNABLE}" if tunables else TUNABLE}
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *argv[1:]], env)
+    if os.environ.get(ENV_SWITCH, "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    if "jax" in sys.modules:
+        return False
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):  # musl and other libcs have no mallopt
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return all(mallopt(param, value) == 1 for param, value in _SETTINGS)
