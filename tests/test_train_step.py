@@ -125,3 +125,15 @@ def test_eval_step_sums_match_across_devices():
 def test_batch_that_does_not_divide_by_devices():
     with pytest.raises(ValueError, match=r"does not divide by 4 devices"):
         shard_batch(make_batch(batch_size=6), 4)
+
+
+def test_argmax_equals_matches_argmax_with_ties():
+    from zoo.tasks.base import argmax_equals
+
+    rng = np.random.default_rng(0)
+    logits = np.round(rng.normal(size=(6, 50, 7)) * 2) / 2  # coarse values: many ties
+    logits[0, :, :] = 0.0  # all tied: argmax picks index 0
+    first = logits.argmax(-1)
+    for targets in (first, (first + 1) % 7, rng.integers(0, 7, size=(6, 50))):
+        got = argmax_equals(jnp.asarray(logits, jnp.float32), jnp.asarray(targets, jnp.int32))
+        np.testing.assert_array_equal(np.asarray(got), first == targets)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from zoo.tasks.base import ApplyFn, Batch, mean_metrics, token_cross_entropy
+from zoo.tasks.base import ApplyFn, Batch, argmax_equals, mean_metrics, token_cross_entropy
 
 
 def _check_keys(batch: Batch, keys: set[str], task: str) -> None:
@@ -55,7 +55,7 @@ class Classification:
              train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         logits = _call(apply_fn, params, batch, rng, train)  # (B, C)
         loss_sum = jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]))
-        correct = jnp.sum(jnp.argmax(logits, -1) == batch["labels"])
+        correct = jnp.sum(argmax_equals(logits, batch["labels"]))
         count = jnp.asarray(batch["labels"].shape[0], jnp.float32)
         return loss_sum, {"loss": loss_sum, "accuracy": correct.astype(jnp.float32),
                           "weight": count}

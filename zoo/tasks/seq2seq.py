@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from zoo.data.vocab import BOS_ID
-from zoo.tasks.base import ApplyFn, Batch, check_token_ids, mean_metrics
+from zoo.tasks.base import ApplyFn, Batch, argmax_equals, check_token_ids, mean_metrics
 
 
 def shift_right(targets: jax.Array, bos_id: int = BOS_ID) -> jax.Array:
@@ -41,7 +41,7 @@ def smoothed_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.A
     else:
         token_loss = nll
     loss_sum = jnp.sum(token_loss * weights)
-    correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
+    correct = jnp.sum(argmax_equals(logits, targets) * weights)
     return loss_sum, {"loss": loss_sum, "nll": jnp.sum(nll * weights), "accuracy": correct,
                       "weight": jnp.sum(weights)}
 
