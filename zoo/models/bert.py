@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from zoo.models.inputs import check_tokens
 from zoo.nn.attention import check_implementation, padding_mask
+from zoo.nn.dense import dense_dot_general
 from zoo.nn.transformer import ACTIVATIONS, EncoderBlock, run_layers
 
 HEADS = ("mlm", "classification", "tagging")
@@ -143,7 +144,8 @@ class Bert(nn.Module):
             return sequence, pooled
         init = nn.initializers.normal(0.02)
         if cfg.head == "mlm":
-            h = nn.Dense(cfg.emb_dim, kernel_init=init, name="mlm_dense")(sequence)
+            h = nn.Dense(cfg.emb_dim, kernel_init=init, dot_general=dense_dot_general,
+                         name="mlm_dense")(sequence)
             h = ACTIVATIONS[cfg.activation](h)
             h = nn.LayerNorm(epsilon=cfg.ln_epsilon, name="mlm_ln")(h)
             table = encoder.variables["params"]["word_embeddings"]["embedding"]  # (V, D), tied

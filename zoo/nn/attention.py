@@ -22,6 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.nn.dense import dense_dot_general
+
 Implementation = Literal["xla", "cudnn", "blocked"] | None
 IMPLEMENTATIONS = (None, "xla", "cudnn", "blocked")
 
@@ -140,7 +142,8 @@ class MultiHeadAttention(nn.Module):
             )
         head_dim = d_model // self.num_heads
         dense = functools.partial(nn.DenseGeneral, kernel_init=self.kernel_init,
-                                  use_bias=self.use_bias, dtype=self.dtype)
+                                  use_bias=self.use_bias, dtype=self.dtype,
+                                  dot_general=dense_dot_general)
         if self.cross:
             q = dense(features=(self.num_heads, head_dim), name="query")(x)  # (B, T, N, H)
             k, v = self._context_keys(dense, head_dim, context)  # (B, S, N, H) each
@@ -161,6 +164,7 @@ class MultiHeadAttention(nn.Module):
             kernel_init=self.out_kernel_init,
             use_bias=self.use_bias,
             dtype=self.dtype,
+            dot_general=dense_dot_general,
             name="out",
         )(out)
 

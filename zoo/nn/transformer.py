@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo.nn.attention import Implementation, MultiHeadAttention
+from zoo.nn.dense import dense_dot_general
 
 Activation = Literal["relu", "gelu", "gelu_tanh"]
 ACTIVATIONS = {
@@ -50,10 +51,10 @@ class MlpBlock(nn.Module):
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got "
                              f"{self.activation!r}.")
         h = nn.Dense(self.mlp_dim, kernel_init=self.kernel_init, dtype=self.dtype,
-                     name="fc")(x)  # (B, T, F)
+                     dot_general=dense_dot_general, name="fc")(x)  # (B, T, F)
         h = ACTIVATIONS[self.activation](h)
         return nn.Dense(x.shape[-1], kernel_init=self.out_kernel_init, dtype=self.dtype,
-                        name="proj")(h)
+                        dot_general=dense_dot_general, name="proj")(h)
 
 
 class _Residual(nn.Module):

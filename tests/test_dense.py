@@ -1,0 +1,46 @@
+"""zoo.nn.dense.dense_dot_general: same values and gradients as lax.dot_general in Flax layers."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from zoo.nn.dense import dense_dot_general
+
+LAYERS = {
+    "dense": (lambda dg: nn.Dense(6, dot_general=dg), (2, 5, 4)),
+    "qkv": (lambda dg: nn.DenseGeneral((3, 2, 4), dot_general=dg), (2, 5, 8)),
+    "out": (lambda dg: nn.DenseGeneral(8, axis=(-2, -1), dot_general=dg), (2, 5, 2, 4)),
+    "batch_dims": (lambda dg: nn.DenseGeneral(3, axis=-1, batch_dims=(0,), dot_general=dg),
+                   (2, 5, 4)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_values_and_gradients_equal_lax_dot_general(name):
+    make, shape = LAYERS[name]
+    x = jax.random.normal(jax.random.key(0), shape)
+    params = make(None).init(jax.random.key(1), x)
+
+    def loss(layer, p, x):
+        return jnp.sum(jnp.sin(layer.apply(p, x)))
+
+    ref = jax.value_and_grad(loss, argnums=(1, 2))(make(None), params, x)
+    got = jax.value_and_grad(loss, argnums=(1, 2))(make(dense_dot_general), params, x)
+    for r, g in zip(jax.tree.leaves(ref), jax.tree.leaves(got), strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-5, atol=1e-6)
+
+
+def test_second_order_and_vmap():
+    w = jax.random.normal(jax.random.key(0), (4, 3))
+    x = jax.random.normal(jax.random.key(1), (7, 4))
+    dims = (((1,), (0,)), ((), ()))
+
+    def f(w, dot):
+        return jnp.sum(jnp.tanh(dot(x, w, dims)) ** 2)
+
+    np.testing.assert_allclose(jax.jvp(jax.grad(lambda w: f(w, dense_dot_general)), (w,), (w,))[1],
+                               jax.jvp(jax.grad(lambda w: f(w, jax.lax.dot_general)), (w,), (w,))[1],
+                               rtol=1e-5)
+    batched = jax.vmap(lambda xi: dense_dot_general(xi, w, dims))(x[:, None])
+    np.testing.assert_allclose(batched[:, 0], x @ w, rtol=1e-6)
