@@ -16,6 +16,7 @@ import jax
 
 from zoo.models.inputs import check_tokens
 from zoo.nn.cells import Carry
+from zoo.nn.dense import dense_dot_general
 from zoo.nn.recurrent import RecurrentStack
 
 
@@ -70,7 +71,8 @@ class RNNLM(nn.Module):
         if cfg.tie_embeddings:
             logits = embed.attend(x)
         else:
-            logits = nn.Dense(cfg.vocab_size, name="logits")(x)  # (B, T, V)
+            logits = nn.Dense(cfg.vocab_size, dot_general=dense_dot_general,
+                              name="logits")(x)  # (B, T, V)
         return (logits, carry) if return_carry else logits
 
 

@@ -23,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.nn.dense import dense_dot_general
+
 Carry = tuple[jax.Array, ...]
 Params = dict[str, jax.Array]
 
@@ -131,7 +133,8 @@ def cell_params(module: nn.Module, cell: CellType, input_size: int, hidden_size:
 def project_inputs(params: Params, x: jax.Array) -> jax.Array:
     """(..., D) -> (..., G*H): the input half of every gate, for all time steps in one matmul."""
     bias = params["bias"].reshape((1,) * (x.ndim - 1) + (-1,))
-    return x @ params["input_kernel"] + bias
+    contract_last = (((x.ndim - 1,), (0,)), ((), ()))
+    return dense_dot_general(x, params["input_kernel"], contract_last) + bias
 
 
 class Cell(nn.Module):
