@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from zoo.models.inputs import check_tokens
 from zoo.nn.attention import check_implementation, padding_mask
-from zoo.nn.dense import dense_dot_general
+from zoo.nn.dense import dense_dot_general, dense_matmul
 from zoo.nn.transformer import ACTIVATIONS, EncoderBlock, run_layers
 
 HEADS = ("mlm", "classification", "tagging")
@@ -150,7 +150,7 @@ class Bert(nn.Module):
             h = nn.LayerNorm(epsilon=cfg.ln_epsilon, name="mlm_ln")(h)
             table = encoder.variables["params"]["word_embeddings"]["embedding"]  # (V, D), tied
             bias = self.param("mlm_bias", nn.initializers.zeros, (cfg.vocab_size,))
-            return h.astype(jnp.float32) @ table.T + bias[None, None]  # (B, T, V)
+            return dense_matmul(h.astype(jnp.float32), table.T) + bias[None, None]  # (B, T, V)
         drop = nn.Dropout(cfg.dropout_rate)
         features = pooled if cfg.head == "classification" else sequence
         features = drop(features, deterministic=not train)

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.models.inputs import check_tokens
+from zoo.nn.dense import dense_matmul
 from zoo.nn.transformer import DecoderBlock, run_layers
 
 
@@ -105,7 +106,8 @@ class GPT(nn.Module):
                        remat=cfg.remat)
 
         x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name="ln_f")(x)
-        logits = embed.attend(x.astype(jnp.float32))  # (B, T, V), tied to the token embedding
+        # (B, T, V), tied to the token embedding (embed.attend, as one 2-D matmul)
+        logits = dense_matmul(x.astype(jnp.float32), embed.embedding.astype(jnp.float32).T)
         return logits
 
 

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zoo.nn.dense import dense_dot_general
+from zoo.nn.dense import dense_matmul
 
 Carry = tuple[jax.Array, ...]
 Params = dict[str, jax.Array]
@@ -133,8 +133,7 @@ def cell_params(module: nn.Module, cell: CellType, input_size: int, hidden_size:
 def project_inputs(params: Params, x: jax.Array) -> jax.Array:
     """(..., D) -> (..., G*H): the input half of every gate, for all time steps in one matmul."""
     bias = params["bias"].reshape((1,) * (x.ndim - 1) + (-1,))
-    contract_last = (((x.ndim - 1,), (0,)), ((), ()))
-    return dense_dot_general(x, params["input_kernel"], contract_last) + bias
+    return dense_matmul(x, params["input_kernel"]) + bias
 
 
 class Cell(nn.Module):

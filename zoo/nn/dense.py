@@ -40,3 +40,9 @@ def dense_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precisi
     out = lax.dot(lhs.reshape(math.prod(batch_shape), inner), rhs.reshape(inner, -1),
                   precision=precision, preferred_element_type=preferred_element_type)  # (M, N)
     return out.reshape(batch_shape + rhs.shape[k:])
+
+
+def dense_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """x (..., K) @ kernel (K, N) -> (..., N) as one 2-D matmul, e.g. tied output logits
+    `dense_matmul(h, embedding.T)` (what `nn.Embed.attend` computes with a 3-D jnp.dot)."""
+    return dense_dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
