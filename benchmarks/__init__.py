@@ -5,4 +5,4 @@ PyTorch sides of a benchmark share the process, so both run with it.
 """
 from zoo.host_malloc import keep_freed_memory
 
-keep_freed_memory()
+MALLOC_OPTIONS_APPLIED = keep_freed_memory()

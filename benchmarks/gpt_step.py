@@ -368,24 +368,30 @@ def time_rounds(sides: dict[str, Any], repeats: int, steps: int, max_wait: float
     return times, loads
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="gpt_tiny")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--steps", type=int, default=20, help="train steps per timed round")
+def add_timing_arguments(p: argparse.ArgumentParser, steps: int, warmup: int) -> None:
+    """The options every side-by-side benchmark shares: rounds, matmul peak, torch, output."""
+    p.add_argument("--steps", type=int, default=steps, help="train steps per timed round")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds (A B A B ...)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per side before timing")
+    p.add_argument("--warmup", type=int, default=warmup,
+                   help="untimed steps per side before timing")
     p.add_argument("--matmul-sizes", type=int, nargs="*", default=[2048, 4096])
     p.add_argument("--matmul-repeats", type=int, default=5)
     p.add_argument("--max-wait", type=float, default=30.0,
                    help="seconds to wait for an idle CPU before each round (0: never wait)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--json", default=None, help="write the numbers to this file")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="gpt_tiny")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=256)
+    add_timing_arguments(p, steps=20, warmup=3)
     p.add_argument("--jax-attention", nargs="+", default=["auto"],
                    help="one JAX side per attention_implementation (auto = the model default: "
                         "blocked on CPU), e.g. --jax-attention auto xla")
-    p.add_argument("--json", default=None, help="write the numbers to this file")
     args = p.parse_args(argv)
 
     import jax

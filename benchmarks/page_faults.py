@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 
-from zoo.host_malloc import ENV_SWITCH
+from benchmarks import MALLOC_OPTIONS_APPLIED
 
 
 def minor_faults() -> int:
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
         f(x).block_until_ready()
         faults.append(minor_faults() - before)
     result = {"faults_per_call": min(faults), "scratch_mb": round(x.nbytes / 2**20),
-              "keep_freed_memory": os.environ.get(ENV_SWITCH, "1") != "0"}
+              "keep_freed_memory": MALLOC_OPTIONS_APPLIED}
     print(json.dumps(result))
     return result
 

@@ -92,6 +92,7 @@ from benchmarks.gpt_step import (
     LoadMeter,
     TorchStep,
     _fmt_load,
+    add_timing_arguments,
     cpu_model,
     jax_matmul,
     median,
@@ -658,21 +659,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     g.add_argument("--bert-seq-len", type=int, default=128)
     p.add_argument("--min-len-frac", type=float, default=0.75,
                    help="each sequence's length is uniform in [frac * length, length]")
-    p.add_argument("--steps", type=int, default=10, help="train steps per timed round")
-    p.add_argument("--repeats", type=int, default=5, help="timed rounds (A B A B ...)")
+    add_timing_arguments(p, steps=10, warmup=2)
     p.add_argument("--max-rounds", type=int, default=8,
                    help="extra rounds, up to this many in all, while a side has fewer than half "
                         "of its rounds clean")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per side before timing")
-    p.add_argument("--matmul-sizes", type=int, nargs="*", default=[2048, 4096])
-    p.add_argument("--matmul-repeats", type=int, default=5)
-    p.add_argument("--max-wait", type=float, default=30.0,
-                   help="seconds to wait for an idle CPU before each round (0: never wait)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
-    p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-check", dest="check", action="store_false",
                    help="skip the zoo-parameters-in-torch loss comparison")
-    p.add_argument("--json", default=None, help="write the numbers to this file")
     args = p.parse_args(argv)
     workloads = WORKLOADS if "all" in args.workload else tuple(
         w for w in WORKLOADS if w in args.workload)

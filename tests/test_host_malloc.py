@@ -39,11 +39,8 @@ def test_import_zoo_does_not_load_jax():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_applies_only_before_jax_and_can_be_switched_off():
+def test_applies_only_before_jax_and_can_be_switched_off(monkeypatch):
     assert _run("import zoo.host_malloc as h; print(h.keep_freed_memory())") == "True"
     assert _run("import jax, zoo.host_malloc as h; print(h.keep_freed_memory())") == "False"
-    os.environ["ZOO_KEEP_FREED_MEMORY"] = "0"
-    try:
-        assert _run("import zoo.host_malloc as h; print(h.keep_freed_memory())") == "False"
-    finally:
-        del os.environ["ZOO_KEEP_FREED_MEMORY"]
+    monkeypatch.setenv("ZOO_KEEP_FREED_MEMORY", "0")
+    assert _run("import zoo.host_malloc as h; print(h.keep_freed_memory())") == "False"

@@ -33,7 +33,7 @@ import sys
 # mallopt(3) parameter numbers from glibc's malloc.h; M_TRIM_THRESHOLD -1 disables trimming.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 _SETTINGS = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))
-ENV_SWITCH = "ZOO_KEEP_FREED_MEMORY"
+_ENV_SWITCH = "ZOO_KEEP_FREED_MEMORY"
 
 
 def keep_freed_memory() -> bool:
@@ -42,7 +42,7 @@ def keep_freed_memory() -> bool:
     A no-op (False) off Linux/glibc, with ZOO_KEEP_FREED_MEMORY=0, or once jax is imported
     (the arena limit could no longer take effect; set the environment instead).
     """
-    if os.environ.get(ENV_SWITCH, "1") == "0" or not sys.platform.startswith("linux"):
+    if os.environ.get(_ENV_SWITCH, "1") == "0" or not sys.platform.startswith("linux"):
         return False
     if "jax" in sys.modules:
         return False

@@ -16,7 +16,7 @@ import jax
 
 from zoo.models.inputs import check_tokens
 from zoo.nn.cells import Carry
-from zoo.nn.dense import dense_dot_general
+from zoo.nn.dense import dense_dot_general, dense_matmul
 from zoo.nn.recurrent import RecurrentStack
 
 
@@ -69,7 +69,7 @@ class RNNLM(nn.Module):
                                   name="rnn")(x, initial_carry=initial_carry, train=train)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)  # (B, T, H)
         if cfg.tie_embeddings:
-            logits = embed.attend(x)
+            logits = dense_matmul(x, embed.embedding.T)  # embed.attend, as one 2-D matmul
         else:
             logits = nn.Dense(cfg.vocab_size, dot_general=dense_dot_general,
                               name="logits")(x)  # (B, T, V)
