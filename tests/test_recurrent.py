@@ -152,21 +152,48 @@ def test_inter_layer_dropout_only_in_training():
     assert not np.allclose(train_a, train_b)
 
 
+@pytest.mark.parametrize("padded", [True, False])
 @pytest.mark.parametrize("cell", CELLS)
-def test_gradients_match_finite_differences(cell):
+def test_gradients_match_finite_differences(cell, padded):
     with jax.enable_x64(True):
-        _check_cell_grads(cell)
+        _check_cell_grads(cell, jnp.array([4, 2]) if padded else None)
 
 
-def _check_cell_grads(cell):
+def _check_cell_grads(cell, lengths):
     layer = RecurrentLayer(cell, 3)
     x = jax.random.normal(jax.random.key(0), (2, 4, 2), jnp.float64)
-    lengths = jnp.array([4, 2])
     params = jax.tree.map(lambda a: a.astype(jnp.float64),
                           layer.init(jax.random.key(1), x, lengths)["params"])
 
-    def loss(params, x):
-        ys, carry = layer.apply({"params": params}, x, lengths)
+    carry0 = tuple(c.astype(jnp.float64) for c in _random_carry(cell, 2, 3, jax.random.key(2)))
+
+    def loss(params, x, carry0):
+        ys, carry = layer.apply({"params": params}, x, lengths, carry0)
         return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(c ** 2) for c in carry)
 
-    check_grads(loss, (params, x), order=1, modes=["rev"], atol=1e-6, rtol=1e-6, eps=1e-6)
+    check_grads(loss, (params, x, carry0), order=1, modes=["rev"], atol=1e-6, rtol=1e-6,
+                eps=1e-6)
+
+
+@pytest.mark.parametrize("vocab", [5, 64])  # fewer / more table rows than the 2 * 7 tokens
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_stack_reading_token_ids_equals_embedded_inputs(cell, vocab):
+    """stack(tokens, embedding=E) == stack(E[tokens]): values and gradients."""
+    tokens = jax.random.randint(jax.random.key(0), (2, 7), 0, vocab)
+    embedding = jax.random.normal(jax.random.key(1), (vocab, 4))
+    stack = RecurrentStack(cell, 6, num_layers=2, bidirectional=True)
+    params = stack.init(jax.random.key(2), embedding[tokens])["params"]
+    chex.assert_trees_all_equal_shapes(
+        params, stack.init(jax.random.key(2), tokens, embedding=embedding)["params"])
+
+    def loss(params, embedding, by_ids):
+        if by_ids:
+            ys, carry = stack.apply({"params": params}, tokens, embedding=embedding)
+        else:
+            ys, carry = stack.apply({"params": params}, jnp.take(embedding, tokens, axis=0))
+        return jnp.sum(jnp.sin(ys)) + jnp.sum(carry[0] ** 2), ys
+
+    grads_ids, ys_ids = jax.grad(loss, (0, 1), has_aux=True)(params, embedding, True)
+    grads, ys = jax.grad(loss, (0, 1), has_aux=True)(params, embedding, False)
+    chex.assert_trees_all_close(ys_ids, ys, atol=1e-6)
+    chex.assert_trees_all_close(grads_ids, grads, atol=1e-5, rtol=1e-5)

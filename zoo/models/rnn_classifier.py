@@ -36,10 +36,13 @@ POOLINGS = ("last", "mean", "max")
 def _encode(cfg: Any, tokens: jax.Array, lengths: jax.Array | None, train: bool):
     """Embedding + recurrent stack -> (outputs (B, T, H * dirs), carry)."""
     check_tokens(tokens, cfg.vocab_size)
-    x = nn.Embed(cfg.vocab_size, cfg.emb_dim, name="embed")(tokens)  # (B, T, E)
-    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
-    return RecurrentStack(cfg.cell, cfg.hidden_size, cfg.num_layers, cfg.bidirectional,
-                          cfg.dropout_rate, cfg.unroll, name="rnn")(x, lengths, train=train)
+    embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, name="embed")
+    stack = RecurrentStack(cfg.cell, cfg.hidden_size, cfg.num_layers, cfg.bidirectional,
+                           cfg.dropout_rate, cfg.unroll, name="rnn")
+    if train and cfg.dropout_rate > 0:
+        x = nn.Dropout(cfg.dropout_rate)(embed(tokens), deterministic=False)  # (B, T, E)
+        return stack(x, lengths, train=train)
+    return stack(tokens, lengths, train=train, embedding=embed.embedding)  # see RecurrentLayer
 
 
 def pool(outputs: jax.Array, final_h: jax.Array, lengths: jax.Array | None, how: str,

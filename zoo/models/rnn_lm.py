@@ -63,10 +63,14 @@ class RNNLM(nn.Module):
             raise ValueError(f"tie_embeddings needs emb_dim == hidden_size; got {cfg.emb_dim} "
                              f"and {cfg.hidden_size}. Set them equal or tie_embeddings=False.")
         embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, name="embed")
-        x = nn.Dropout(cfg.dropout_rate)(embed(tokens), deterministic=not train)  # (B, T, E)
-        x, carry = RecurrentStack(cfg.cell, cfg.hidden_size, cfg.num_layers,
-                                  dropout_rate=cfg.dropout_rate, unroll=cfg.unroll,
-                                  name="rnn")(x, initial_carry=initial_carry, train=train)
+        stack = RecurrentStack(cfg.cell, cfg.hidden_size, cfg.num_layers,
+                               dropout_rate=cfg.dropout_rate, unroll=cfg.unroll, name="rnn")
+        if train and cfg.dropout_rate > 0:
+            x = nn.Dropout(cfg.dropout_rate)(embed(tokens), deterministic=False)  # (B, T, E)
+            x, carry = stack(x, initial_carry=initial_carry, train=train)
+        else:  # no dropout between the embedding and the first layer: it may project the table
+            x, carry = stack(tokens, initial_carry=initial_carry, train=train,
+                             embedding=embed.embedding)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)  # (B, T, H)
         if cfg.tie_embeddings:
             logits = dense_matmul(x, embed.embedding.T)  # embed.attend, as one 2-D matmul

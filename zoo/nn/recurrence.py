@@ -8,8 +8,10 @@ propagates dh through W_h^T, and then forms the weight gradient in ONE matmul ov
 
     dW_h = sum_t h_{t-1}^T dhw_t    (a (H, T*B) x (T*B, G*H) matmul after the loop)
 
-The pointwise gradients come from `jax.vjp` of the cell's own pointwise function, so every cell
-gets the same exact backward pass with no hand-derived gate formulas.
+The pointwise gradients come from the cell: the LSTM and Elman cells save their gate
+activations in the forward loop and give closed-form gradients (`CellType.save` / `.grad`; the
+reverse loop then evaluates no exp or tanh); the GRU's come from `jax.vjp` of its pointwise
+function. Without `valid` (no padding) the loops do no masking at all.
 
 Shapes: T time, B batch, H hidden, G gates; carries are tuples of (B, H) arrays.
 """
@@ -29,17 +31,22 @@ def _where(valid_t: jax.Array | None, a, b):
 
 
 def _forward(cell: CellType, unroll: int, w_h, b_h, xp, carry, valid, save: bool):
-    """The time loop; with `save`, also what the backward pass needs per step: the hidden
-    pre-activation hw_t (or, for additive cells, the whole gate pre-activation xp_t + hw_t)
-    and the previous carry."""
+    """The time loop; with `save`, also what the backward pass needs per step: the cell's own
+    residuals (`cell.save`), else the hidden pre-activation hw_t (or, for additive cells, the
+    whole gate pre-activation xp_t + hw_t); and the previous carry."""
     def body(c, inputs):
         xp_t, valid_t = inputs
         hw = c[0] @ w_h if b_h is None else c[0] @ w_h + b_h[None]
-        new = tuple(_where(valid_t, n, o) for n, o in zip(cell.pointwise(c, xp_t, hw), c))
+        if save and cell.save is not None:
+            new, residuals = cell.save(c, xp_t + hw)
+        else:
+            new = cell.pointwise(c, xp_t, hw)
+            residuals = xp_t + hw if cell.additive else hw
+        new = tuple(_where(valid_t, n, o) for n, o in zip(new, c))
         y = _where(valid_t, new[0], 0.0)
         if not save:
             return new, y
-        return new, (y, xp_t + hw if cell.additive else hw, c)
+        return new, (y, residuals, c)
 
     return jax.lax.scan(body, carry, (xp, valid), unroll=unroll)
 
@@ -54,25 +61,42 @@ def _recurrence_fwd(cell, unroll, w_h, b_h, xp, carry, valid):
     return (final, ys), (w_h, b_h, None if cell.additive else xp, valid, saved, prev)
 
 
+def _pointwise_grad(cell: CellType):
+    """(prev carry, saved, d_new[, xp]) -> (d_prev via the pointwise math, (..., d_hw))."""
+    if cell.grad is not None:
+        def grad(prev_t, saved_t, d_new):
+            d_prev, d_g = cell.grad(prev_t, saved_t, d_new)
+            return d_prev, (d_g,)
+
+        return grad
+    # Additive cells saved the gate pre-activation g = xp + hw: dxp = dhw = dg.
+    pointwise = (lambda c, g: cell.pointwise(c, g, 0.0)) if cell.additive else cell.pointwise
+
+    def vjp_grad(prev_t, saved_t, d_new, *xp_t):
+        _, pullback = jax.vjp(pointwise, prev_t, *xp_t, saved_t)
+        d_prev, *d_inputs = pullback(d_new)
+        return d_prev, tuple(d_inputs)
+
+    return vjp_grad
+
+
 def _recurrence_bwd(cell, unroll, residuals, cotangents):
     w_h, b_h, xp, valid, saved, prev = residuals
     d_final, d_ys = cotangents
     w_h_t = w_h.T  # (G*H, H), transposed once rather than inside the loop
-    # Additive cells (Elman, LSTM) saved the gate pre-activation g = xp + hw: dxp = dhw = dg.
-    pointwise = (lambda c, g: cell.pointwise(c, g, 0.0)) if cell.additive else cell.pointwise
+    grad = _pointwise_grad(cell)
 
     def body(d_carry, inputs):
         d_y, valid_t, prev_t, saved_t = inputs[:4]
         # carry_t = where(valid, new, prev); y_t = where(valid, new[0], 0).
         d_new = (d_carry[0] + d_y,) + tuple(d_carry[1:])
         d_new = tuple(_where(valid_t, d, 0.0) for d in d_new)
-        _, pullback = jax.vjp(pointwise, prev_t, *inputs[4:], saved_t)
-        d_prev, *d_inputs = pullback(d_new)
+        d_prev, d_inputs = grad(prev_t, saved_t, d_new, *inputs[4:])
         d_hw = d_inputs[-1]
         if valid_t is not None:  # a padded step passes the carry's gradient straight through
             d_prev = tuple(dp + jnp.where(valid_t, 0.0, dc) for dp, dc in zip(d_prev, d_carry))
         d_prev = (d_prev[0] + d_hw @ w_h_t,) + tuple(d_prev[1:])
-        return d_prev, tuple(d_inputs)
+        return d_prev, d_inputs
 
     inputs = (d_ys, valid, prev, saved) + (() if cell.additive else (xp,))
     d_carry, d_inputs = jax.lax.scan(body, d_final, inputs, reverse=True, unroll=unroll)
@@ -96,8 +120,4 @@ def recurrence(cell: CellType, hidden_kernel: jax.Array, hidden_bias: jax.Array 
     hidden_bias: (G*H,) added to h @ hidden_kernel, or None. Invalid steps keep the carry and
     output 0.
     """
-    if valid is None:
-        valid = jnp.ones(xp.shape[:2] + (1,), bool)
-    if hidden_bias is None:
-        hidden_bias = jnp.zeros(hidden_kernel.shape[1:], hidden_kernel.dtype)
     return _recurrence(cell, unroll, hidden_kernel, hidden_bias, xp, tuple(carry), valid)

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zoo.nn.cells import Carry, cell_params, get_cell_type, project_inputs
+from zoo.nn.cells import Carry, cell_params, get_cell_type, project_inputs, project_tokens
 from zoo.nn.recurrence import recurrence
 
 
@@ -54,7 +54,12 @@ def scan_cell(cell_name: str, params: dict, xp: jax.Array, carry: Carry,
 
 
 class RecurrentLayer(nn.Module):
-    """One recurrent layer in one direction: x (B, T, D) -> (outputs (B, T, H), final carry)."""
+    """One recurrent layer in one direction: x (B, T, D) -> (outputs (B, T, H), final carry).
+
+    With `embedding` (V, D), x holds int token ids (B, T) and the layer reads `embedding[x]`;
+    the input projection then runs over the table's V rows when that is cheaper than over the
+    B*T tokens (`zoo.nn.cells.project_tokens`).
+    """
 
     cell: str  # "rnn_tanh" | "rnn_relu" | "lstm" | "gru"
     hidden_size: int
@@ -65,15 +70,20 @@ class RecurrentLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, lengths: jax.Array | None = None,
-                 initial_carry: Carry | None = None) -> tuple[jax.Array, Carry]:
+                 initial_carry: Carry | None = None,
+                 embedding: jax.Array | None = None) -> tuple[jax.Array, Carry]:
         cell = get_cell_type(self.cell)
-        params = cell_params(self, cell, x.shape[-1], self.hidden_size, self.kernel_init,
+        features = x if embedding is None else embedding  # (..., D)
+        params = cell_params(self, cell, features.shape[-1], self.hidden_size, self.kernel_init,
                              self.recurrent_init)
         if lengths is not None and lengths.ndim == 2:  # a (B, T) mask of valid prefixes
             lengths = lengths_from_mask(lengths)
         if initial_carry is None:
-            initial_carry = cell.init_carry(x.shape[0], self.hidden_size, x.dtype)
-        xp = project_inputs(params, x)  # (B, T, G*H), one matmul for all steps
+            initial_carry = cell.init_carry(x.shape[0], self.hidden_size, features.dtype)
+        if embedding is None:
+            xp = project_inputs(params, x)  # (B, T, G*H), one matmul for all steps
+        else:
+            xp = project_tokens(params, embedding, x)
         if not self.reverse:
             return scan_cell(self.cell, params, xp, initial_carry, lengths, self.unroll)
         if lengths is None:
@@ -92,7 +102,8 @@ class RecurrentStack(nn.Module):
     where `carry` parts are (num_layers * num_directions, B, H), as in `torch.nn.LSTM`.
     Bidirectional layers concatenate [forward, backward] features. Dropout (rate
     `dropout_rate`, only with train=True) applies to every layer's output except the last, as
-    `torch.nn.LSTM(dropout=...)` does.
+    `torch.nn.LSTM(dropout=...)` does. With `embedding` (V, D), x holds int token ids (B, T)
+    and the first layer reads `embedding[x]` (see `RecurrentLayer`).
     """
 
     cell: str
@@ -104,8 +115,8 @@ class RecurrentStack(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, lengths: jax.Array | None = None,
-                 initial_carry: Carry | None = None,
-                 train: bool = False) -> tuple[jax.Array, Carry]:
+                 initial_carry: Carry | None = None, train: bool = False,
+                 embedding: jax.Array | None = None) -> tuple[jax.Array, Carry]:
         directions = (False, True) if self.bidirectional else (False,)
         finals: list[Carry] = []
         for layer in range(self.num_layers):
@@ -115,7 +126,8 @@ class RecurrentStack(nn.Module):
                 carry = None if initial_carry is None else tuple(p[index] for p in initial_carry)
                 name = f"layer{layer}_{'backward' if reverse else 'forward'}"
                 y, final = RecurrentLayer(self.cell, self.hidden_size, reverse=reverse,
-                                          unroll=self.unroll, name=name)(x, lengths, carry)
+                                          unroll=self.unroll, name=name)(
+                    x, lengths, carry, embedding if layer == 0 else None)
                 outs.append(y)
                 finals.append(final)
             x = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)
