@@ -29,28 +29,35 @@ def lengths_from_mask(mask: jax.Array) -> jax.Array:
     return jnp.sum(mask.astype(jnp.int32), axis=-1)
 
 
-def reverse_valid(x: jax.Array, lengths: jax.Array) -> jax.Array:
-    """Reverses each row's first lengths[b] steps of x (B, T, ...) in place; padding stays put."""
-    t = jnp.arange(x.shape[1])[None, :]  # (1, T)
+def reverse_valid(x: jax.Array, lengths: jax.Array, time_axis: int = 1) -> jax.Array:
+    """Reverses each row's first lengths[b] steps of x (B, T, ...) in place; padding stays put.
+
+    With time_axis=0, x is time-major (T, B, ...).
+    """
+    t = jnp.arange(x.shape[time_axis])[None, :]  # (1, T)
     index = jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)  # (B, T)
+    if time_axis == 0:
+        index = index.T  # (T, B)
     index = index.reshape(index.shape + (1,) * (x.ndim - 2))
-    return jnp.take_along_axis(x, index, axis=1)
+    return jnp.take_along_axis(x, index, axis=time_axis)
 
 
 def scan_cell(cell_name: str, params: dict, xp: jax.Array, carry: Carry,
-              lengths: jax.Array | None = None, unroll: int = 1) -> tuple[jax.Array, Carry]:
+              lengths: jax.Array | None = None, unroll: int = 1,
+              time_major: bool = False) -> tuple[jax.Array, Carry]:
     """Runs a cell over projected inputs xp (B, T, G*H) from `carry` -> (outputs (B, T, H), carry).
 
     With `lengths`, steps t >= lengths[b] neither change row b's carry nor emit an output (0).
+    With time_major, xp is (T, B, G*H) and the outputs (T, B, H).
     """
     cell = get_cell_type(cell_name)
-    xs = jnp.swapaxes(xp, 0, 1)  # (T, B, G*H): the scan runs over the leading axis
+    xs = xp if time_major else jnp.swapaxes(xp, 0, 1)  # (T, B, G*H): the scan's leading axis
     valid = None
     if lengths is not None:
         valid = (jnp.arange(xs.shape[0])[:, None] < lengths[None, :])[..., None]  # (T, B, 1)
     carry, ys = recurrence(cell, params["hidden_kernel"], cell.hidden_bias_full(params), xs,
                            carry, valid, unroll)
-    return jnp.swapaxes(ys, 0, 1), carry
+    return (ys if time_major else jnp.swapaxes(ys, 0, 1)), carry
 
 
 class RecurrentLayer(nn.Module):
@@ -58,7 +65,8 @@ class RecurrentLayer(nn.Module):
 
     With `embedding` (V, D), x holds int token ids (B, T) and the layer reads `embedding[x]`;
     the input projection then runs over the table's V rows when that is cheaper than over the
-    B*T tokens (`zoo.nn.cells.project_tokens`).
+    B*T tokens (`zoo.nn.cells.project_tokens`). With `time_major`, x is (T, B, D) (or (T, B)
+    ids) and the outputs (T, B, H): stacks use it to transpose once rather than per layer.
     """
 
     cell: str  # "rnn_tanh" | "rnn_relu" | "lstm" | "gru"
@@ -70,28 +78,34 @@ class RecurrentLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, lengths: jax.Array | None = None,
-                 initial_carry: Carry | None = None,
-                 embedding: jax.Array | None = None) -> tuple[jax.Array, Carry]:
+                 initial_carry: Carry | None = None, embedding: jax.Array | None = None,
+                 time_major: bool = False) -> tuple[jax.Array, Carry]:
         cell = get_cell_type(self.cell)
         features = x if embedding is None else embedding  # (..., D)
         params = cell_params(self, cell, features.shape[-1], self.hidden_size, self.kernel_init,
                              self.recurrent_init)
         if lengths is not None and lengths.ndim == 2:  # a (B, T) mask of valid prefixes
             lengths = lengths_from_mask(lengths)
+        t_axis = 0 if time_major else 1
         if initial_carry is None:
-            initial_carry = cell.init_carry(x.shape[0], self.hidden_size, features.dtype)
+            initial_carry = cell.init_carry(x.shape[1 - t_axis], self.hidden_size,
+                                            features.dtype)
         if embedding is None:
             xp = project_inputs(params, x)  # (B, T, G*H), one matmul for all steps
         else:
             xp = project_tokens(params, embedding, x)
+
+        def run(xp, lengths):
+            return scan_cell(self.cell, params, xp, initial_carry, lengths, self.unroll,
+                             time_major)
+
         if not self.reverse:
-            return scan_cell(self.cell, params, xp, initial_carry, lengths, self.unroll)
+            return run(xp, lengths)
         if lengths is None:
-            ys, carry = scan_cell(self.cell, params, xp[:, ::-1], initial_carry, None, self.unroll)
-            return ys[:, ::-1], carry
-        ys, carry = scan_cell(self.cell, params, reverse_valid(xp, lengths), initial_carry,
-                              lengths, self.unroll)
-        return reverse_valid(ys, lengths), carry
+            ys, carry = run(jnp.flip(xp, t_axis), None)
+            return jnp.flip(ys, t_axis), carry
+        ys, carry = run(reverse_valid(xp, lengths, t_axis), lengths)
+        return reverse_valid(ys, lengths, t_axis), carry
 
 
 class RecurrentStack(nn.Module):
@@ -118,6 +132,9 @@ class RecurrentStack(nn.Module):
                  initial_carry: Carry | None = None, train: bool = False,
                  embedding: jax.Array | None = None) -> tuple[jax.Array, Carry]:
         directions = (False, True) if self.bidirectional else (False,)
+        if lengths is not None and lengths.ndim == 2:  # a (B, T) mask of valid prefixes
+            lengths = lengths_from_mask(lengths)
+        x = jnp.swapaxes(x, 0, 1)  # (T, B, ...): every layer runs time-major
         finals: list[Carry] = []
         for layer in range(self.num_layers):
             outs = []
@@ -127,14 +144,14 @@ class RecurrentStack(nn.Module):
                 name = f"layer{layer}_{'backward' if reverse else 'forward'}"
                 y, final = RecurrentLayer(self.cell, self.hidden_size, reverse=reverse,
                                           unroll=self.unroll, name=name)(
-                    x, lengths, carry, embedding if layer == 0 else None)
+                    x, lengths, carry, embedding if layer == 0 else None, time_major=True)
                 outs.append(y)
                 finals.append(final)
             x = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)
             if layer < self.num_layers - 1 and self.dropout_rate > 0:
                 x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         carry = tuple(jnp.stack(parts) for parts in zip(*finals))
-        return x, carry
+        return jnp.swapaxes(x, 0, 1), carry
 
     def initialize_carry(self, batch_size: int, dtype=jnp.float32) -> Carry:
         cell = get_cell_type(self.cell)
