@@ -18,14 +18,16 @@ transformer  the zoo's `Transformer` (post-LN, ReLU FFN, sinusoidal positions, o
     embedding weight, `F.cross_entropy(label_smoothing=0.1)` weighted by the target mask.
 bert  the zoo's `Bert(head="mlm")` (word + learned position + segment embeddings, LayerNorm,
     post-LN encoder with exact GELU and LN eps 1e-12, MLM head Dense -> GELU -> LayerNorm ->
-    tied decoder + bias over every position) through `jit_train_step(get_task("masked_lm",
-    config))`, which masks 15% of the real tokens (80% [MASK], 10% random, 10% kept) with
-    the step's rng. Defaults: D=256, 4 heads, 4 layers, F=1024, V=8192 (the tied decoder is
-    then ~38% of the FLOPs), B=32, T=128. PyTorch: embeddings + LayerNorm +
-    `nn.TransformerEncoder(nn.TransformerEncoderLayer(D, 4, F, dropout=0, activation="gelu",
-    layer_norm_eps=1e-12, batch_first=True, norm_first=False), 4)` with a key padding mask,
-    the same MLM head, the same 15% / 80-10-10 masking drawn with torch's RNG every step,
-    cross entropy over the chosen positions.
+    tied decoder + bias) through `jit_train_step(get_task("masked_lm", config))`, which
+    chooses round(15%) of each row's real tokens (80% [MASK], 10% random, 10% kept) with the
+    step's rng and runs the MLM head at the chosen positions only, as the original BERT does.
+    Defaults: D=256, 4 heads, 4 layers, F=1024, V=8192, B=32, T=128. PyTorch: embeddings +
+    LayerNorm + `nn.TransformerEncoder(nn.TransformerEncoderLayer(D, 4, F, dropout=0,
+    activation="gelu", layer_norm_eps=1e-12, batch_first=True, norm_first=False), 4)` with a
+    key padding mask, the same choice of positions and 80-10-10 corruption drawn with torch's
+    RNG every step, the same MLM head on the hidden states gathered at those positions, cross
+    entropy over them. `--mlm-head-everywhere` runs torch's head over every position instead
+    (Hugging Face `BertForMaskedLM`'s way; the loss is the same).
 
 Both sides run the full step: forward, backward, global-norm clipping to 1.0, AdamW (weight
 decay on >= 2-D parameters; the zoo's schedule is `gpt_step.OPT_CONFIG`'s cosine, torch a
@@ -121,10 +123,13 @@ def transformer_flops(enc_layers: int, dec_layers: int, emb_dim: int, mlp_dim: i
 
 
 def bert_flops(num_layers: int, emb_dim: int, mlp_dim: int, vocab_size: int, batch: int,
-               seq_len: int) -> dict[str, float]:
+               seq_len: int, head_positions: int) -> dict[str, float]:
+    """Encoder FLOPs at every position; the MLM head's at `head_positions` per row."""
     L, D, F, V, T = num_layers, emb_dim, mlp_dim, vocab_size, seq_len
-    per_position = 6 * L * (4 * D * D + 2 * D * F) + 12 * L * T * D + 6 * D * D + 6 * D * V
-    return {"per_position": per_position, "per_step": batch * T * per_position}
+    per_position = 6 * L * (4 * D * D + 2 * D * F) + 12 * L * T * D
+    per_prediction = 6 * D * D + 6 * D * V
+    return {"per_position": per_position, "per_prediction": per_prediction,
+            "per_step": batch * (T * per_position + head_positions * per_prediction)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,13 +310,15 @@ def build_torch_bert(cfg: Any):
                 elif not name.endswith("weight"):  # biases; LayerNorm weights stay 1
                     nn.init.zeros_(p)
 
-        def forward(self, tokens, valid):
+        def forward(self, tokens, valid, positions=None):
             T = tokens.shape[1]
             x = (self.word(tokens) + self.position[:T]
                  + self.segment(torch.zeros_like(tokens)))
             x = self.encoder(self.ln_embeddings(x), src_key_padding_mask=~valid)
+            if positions is not None:  # (B, P): the head runs at those positions only
+                x = torch.gather(x, 1, positions[..., None].expand(-1, -1, D))
             h = self.mlm_ln(F.gelu(self.mlm_dense(x)))
-            return F.linear(h, self.word.weight, self.mlm_bias)  # (B, T, V), tied decoder
+            return F.linear(h, self.word.weight, self.mlm_bias)  # (B, P or T, V), tied decoder
 
     return BertMLM()
 
@@ -437,13 +444,15 @@ class TorchSeq2SeqStep(TorchStep):
 
 
 class TorchMLMStep(TorchStep):
-    """`TorchStep` (timing) around `build_torch_bert`; masks 15% (80/10/10) every step."""
+    """`TorchStep` (timing) around `build_torch_bert`; chooses and corrupts 15% every step."""
 
-    def __init__(self, cfg: Any, batch: dict[str, np.ndarray], threads: int):
+    def __init__(self, cfg: Any, batch: dict[str, np.ndarray], threads: int,
+                 head_everywhere: bool = False):
         torch = _torch_setup(threads)
         import torch.nn.functional as F
 
         self.torch, self.F, self.cfg = torch, F, cfg
+        self.head_everywhere = head_everywhere
         self.model = build_torch_bert(cfg)
         self.num_params = sum(p.numel() for p in self.model.parameters())
         self.opt = _adamw(torch, self.model)
@@ -453,33 +462,46 @@ class TorchMLMStep(TorchStep):
         self.first_loss = self._step()
 
     def mask_tokens(self, tokens, valid):
-        """BERT's 80/10/10 corruption, as zoo.tasks.masked_lm.mask_tokens (torch's RNG)."""
+        """zoo.tasks.masked_lm.mask_tokens with torch's RNG -> (corrupted, positions, weights)."""
         t, cfg = self.torch, self.cfg
-        chosen = (t.rand(tokens.shape, generator=self.gen) < cfg.mask_rate) & valid
-        kind = t.rand(tokens.shape, generator=self.gen)
-        random_tokens = t.randint(0, cfg.vocab_size, tokens.shape, generator=self.gen)
-        corrupted = t.where(chosen & (kind < 0.8), cfg.mask_token_id, tokens)
-        corrupted = t.where(chosen & (kind >= 0.8) & (kind < 0.9), random_tokens, corrupted)
-        return corrupted, chosen
+        budget = max(1, round(tokens.shape[1] * cfg.mask_rate))
+        lengths = valid.sum(1)
+        count = t.where(lengths > 0, t.round(lengths * cfg.mask_rate).clamp_min(1), 0)
+        scores = t.where(valid, t.rand(tokens.shape, generator=self.gen), 2.0)
+        positions = t.topk(-scores, budget, dim=1).indices  # (B, P)
+        weights = (t.arange(budget)[None, :] < count[:, None]).float()
+        original = t.gather(tokens, 1, positions)
+        kind = t.rand(positions.shape, generator=self.gen)
+        random_tokens = t.randint(0, cfg.vocab_size, positions.shape, generator=self.gen)
+        new = t.where(kind < 0.8, cfg.mask_token_id, t.where(kind < 0.9, random_tokens, original))
+        new = t.where(weights > 0, new, original)
+        return tokens.scatter(1, positions, new), positions, weights
 
-    def _loss(self, corrupted, tokens, valid, chosen):
-        logits = self.model(corrupted, valid)
+    def _loss(self, corrupted, tokens, valid, positions, weights):
+        targets = self.torch.gather(tokens, 1, positions)  # (B, P)
+        if self.head_everywhere:  # logits at every position, then the chosen ones
+            logits = self.model(corrupted, valid)
+            logits = self.torch.gather(logits, 1, positions[..., None].expand(
+                -1, -1, self.cfg.vocab_size))
+        else:
+            logits = self.model(corrupted, valid, positions)  # (B, P, V)
         token_loss = self.F.cross_entropy(logits.reshape(-1, self.cfg.vocab_size),
-                                          tokens.reshape(-1), reduction="none")
-        w = chosen.reshape(-1).float()
+                                          targets.reshape(-1), reduction="none")
+        w = weights.reshape(-1)
         return (token_loss * w).sum() / w.sum().clamp_min(1e-9)
 
     def _step(self) -> float:
         self.opt.zero_grad(set_to_none=True)
-        corrupted, chosen = self.mask_tokens(self.tokens, self.valid)
-        loss = self._loss(corrupted, self.tokens, self.valid, chosen)
+        corrupted, positions, weights = self.mask_tokens(self.tokens, self.valid)
+        loss = self._loss(corrupted, self.tokens, self.valid, positions, weights)
         loss.backward()
         self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), OPT_CONFIG.grad_clip_norm)
         self.opt.step()
         return float(loss.detach())
 
     def loss_with(self, state_dict: dict[str, np.ndarray], corrupted: np.ndarray,
-                  tokens: np.ndarray, valid: np.ndarray, chosen: np.ndarray) -> float:
+                  tokens: np.ndarray, valid: np.ndarray, positions: np.ndarray,
+                  weights: np.ndarray) -> float:
         t = self.torch
         model = build_torch_bert(self.cfg)
         model.load_state_dict({k: t.from_numpy(np.ascontiguousarray(v))
@@ -490,7 +512,8 @@ class TorchMLMStep(TorchStep):
                 return float(self._loss(t.from_numpy(np.array(corrupted)).long(),
                                         t.from_numpy(np.array(tokens)).long(),
                                         t.from_numpy(np.array(valid)),
-                                        t.from_numpy(np.array(chosen))))
+                                        t.from_numpy(np.array(positions)).long(),
+                                        t.from_numpy(np.array(weights))))
         finally:
             self.model = timed
 
@@ -547,9 +570,10 @@ def setup_bert(args, threads: int, use_torch: bool) -> dict[str, Any]:
          "tokens_per_step": args.bert_batch * args.bert_seq_len,
          "shapes": {"B": args.bert_batch, "T": args.bert_seq_len},
          "flops": bert_flops(cfg.num_layers, cfg.emb_dim, cfg.mlp_dim, cfg.vocab_size,
-                             args.bert_batch, args.bert_seq_len)}
+                             args.bert_batch, args.bert_seq_len,
+                             max(1, round(args.bert_seq_len * cfg.mask_rate)))}
     if use_torch:
-        w["torch"] = TorchMLMStep(cfg, batch, threads)
+        w["torch"] = TorchMLMStep(cfg, batch, threads, args.mlm_head_everywhere)
         if args.check:
             from zoo.tasks.masked_lm import mask_tokens
 
@@ -558,16 +582,16 @@ def setup_bert(args, threads: int, use_torch: bool) -> dict[str, Any]:
             rng = jax.random.key(3)
             zoo_loss = zoo_side.loss(check, rng)
             valid = check["weights"] > 0  # the task's own masking of this batch and rng:
-            corrupted, chosen = mask_tokens(jax.random.split(rng)[0], jnp.asarray(check["inputs"]),
-                                            jnp.asarray(valid), vocab_size=cfg.vocab_size,
-                                            mask_token_id=cfg.mask_token_id,
-                                            mask_rate=cfg.mask_rate)
+            corrupted, positions, weights = mask_tokens(
+                jax.random.split(rng)[0], jnp.asarray(check["inputs"]), jnp.asarray(valid),
+                vocab_size=cfg.vocab_size, mask_token_id=cfg.mask_token_id,
+                mask_rate=cfg.mask_rate)
             torch_loss = w["torch"].loss_with(bert_state_dict(zoo_side.init_params, cfg),
                                               np.asarray(corrupted), check["inputs"], valid,
-                                              np.asarray(chosen))
+                                              np.asarray(positions), np.asarray(weights))
             w["check"] = {"zoo_loss": zoo_loss, "torch_loss": torch_loss,
                           "rel_diff": abs(zoo_loss - torch_loss) / abs(zoo_loss),
-                          "predicted_tokens": int(np.asarray(chosen).sum())}
+                          "predicted_tokens": int(np.asarray(weights).sum())}
     return w
 
 
@@ -657,6 +681,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     g.add_argument("--bert-mask-token", type=int, default=103)
     g.add_argument("--bert-batch", type=int, default=32)
     g.add_argument("--bert-seq-len", type=int, default=128)
+    g.add_argument("--mlm-head-everywhere", action="store_true",
+                   help="torch runs its MLM head at every position (Hugging Face's way), the "
+                        "zoo at the chosen ones only")
     p.add_argument("--min-len-frac", type=float, default=0.75,
                    help="each sequence's length is uniform in [frac * length, length]")
     add_timing_arguments(p, steps=10, warmup=2)

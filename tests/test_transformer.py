@@ -1,4 +1,5 @@
 """Shared transformer blocks, the encoder-decoder and BERT: masking, wiring, caches, sizes, losses."""
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -173,18 +174,40 @@ def test_transformer_base_parameter_count():
 
 def test_mlm_masking_statistics():
     tokens = _tokens(3, (64, 256), 30)
-    valid = jnp.arange(256)[None, :] < 200
-    corrupted, chosen = mask_tokens(jax.random.key(0), tokens, valid, vocab_size=30,
-                                    mask_token_id=1, mask_rate=0.15)
-    chosen, corrupted, tokens = map(np.asarray, (chosen, corrupted, tokens))
-    assert not chosen[:, 200:].any()
-    assert abs(chosen[:, :200].mean() - 0.15) < 0.01
+    lengths = jnp.concatenate([jnp.full((62,), 200), jnp.array([1, 0])])  # and a 1- and 0-row
+    valid = jnp.arange(256)[None, :] < lengths[:, None]
+    corrupted, positions, weights = mask_tokens(jax.random.key(0), tokens, valid,
+                                                vocab_size=30, mask_token_id=1, mask_rate=0.15)
+    corrupted, positions, weights, tokens = map(np.asarray, (corrupted, positions, weights, tokens))
+    assert positions.shape == weights.shape == (64, 38)  # round(256 * 0.15) slots per row
+    np.testing.assert_array_equal(weights.sum(1), [30] * 62 + [1, 0])  # round(len * 0.15)
+    chosen = np.zeros(tokens.shape, bool)
+    for row, (p, w) in enumerate(zip(positions, weights)):
+        assert len(set(p.tolist())) == len(p)  # without replacement
+        chosen[row, p[w > 0]] = True
+    assert not (chosen & ~np.asarray(valid)).any()
+    first_half = chosen[:62, :100].mean() / chosen[:62, 100:200].mean()
+    assert 0.85 < first_half < 1.15  # uniform over the row
     masked = (corrupted == 1)[chosen].mean()
     kept = (corrupted == tokens)[chosen].mean()  # includes random draws of the same id
-    assert abs(masked - 0.8) < 0.02
-    assert abs(kept - 0.1 - 0.1 / 30) < 0.02
-    assert abs((1 - masked - kept) - 0.1 * 29 / 30) < 0.02
+    assert abs(masked - 0.8) < 0.03
+    assert abs(kept - 0.1 - 0.1 / 30) < 0.03
+    assert abs((1 - masked - kept) - 0.1 * 29 / 30) < 0.03
     np.testing.assert_array_equal(corrupted[~chosen], tokens[~chosen])
+
+
+def test_mlm_head_at_positions_equals_the_full_head_gathered():
+    model = zoo.create_model("bert_tiny", **BERT_TINY)
+    tokens = _tokens(0, (2, 9), 40)
+    variables = model.init(jax.random.key(0), tokens)
+    positions = jnp.array([[0, 4, 8], [3, 2, 1]])
+    full = model.apply(variables, tokens)  # (B, T, V)
+    at = model.apply(variables, tokens, positions=positions)  # (B, P, V)
+    chex.assert_trees_all_close(at, jnp.take_along_axis(full, positions[..., None], 1),
+                                atol=1e-5)
+    classifier = zoo.create_model("bert_tiny", **BERT_TINY, head="classification")
+    with pytest.raises(ValueError, match="positions"):
+        classifier.init(jax.random.key(0), tokens, positions=positions)
 
 
 def test_label_smoothing_against_numpy():

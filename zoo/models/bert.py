@@ -121,19 +121,24 @@ class Bert(nn.Module):
         logits = model.apply(variables, tokens, lengths, train=False)  # lengths (B,) optional
     Without `lengths`, positions holding `pad_token_id` are padding. `segments` (B, T) are the
     token type ids (sentence A / B); `return_hidden=True` returns (sequence, pooled) instead.
+    Head "mlm" with `positions` (B, P) int runs the head at those positions only -> logits
+    (B, P, V), as the original BERT's pretraining does (zoo.tasks.masked_lm).
     """
 
     config: BertConfig
 
     @nn.compact
     def __call__(self, inputs: jax.Array, lengths: jax.Array | None = None, *,
-                 segments: jax.Array | None = None, train: bool = False,
-                 return_hidden: bool = False):
+                 segments: jax.Array | None = None, positions: jax.Array | None = None,
+                 train: bool = False, return_hidden: bool = False):
         cfg = self.config
         check_tokens(inputs, cfg.vocab_size, cfg.max_len)
         check_implementation(cfg.attention_implementation)
         if cfg.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}; got {cfg.head!r}.")
+        if positions is not None and cfg.head != "mlm":
+            raise ValueError(f"positions select the tokens the MLM head predicts; head "
+                             f"{cfg.head!r} has none. Drop positions or use head='mlm'.")
         if lengths is None:
             valid = inputs != cfg.pad_token_id
         else:
@@ -144,6 +149,8 @@ class Bert(nn.Module):
             return sequence, pooled
         init = nn.initializers.normal(0.02)
         if cfg.head == "mlm":
+            if positions is not None:
+                sequence = jnp.take_along_axis(sequence, positions[..., None], axis=1)  # B,P,D
             h = nn.Dense(cfg.emb_dim, kernel_init=init, dot_general=dense_dot_general,
                          name="mlm_dense")(sequence)
             h = ACTIVATIONS[cfg.activation](h)
