@@ -157,9 +157,9 @@ def test_sigkill_then_restart_ends_bit_identical(tmp_path):
     """A real process is killed (SIGKILL) after a checkpoint; the restart matches a clean run."""
     steps = ["--config.num_train_steps=40", "--config.checkpoint_every_steps=10",
              "--config.eval_every_steps=100", *TINY_FLAGS]
-    clean = tmp_path / "clean"
-    subprocess.run(_train_cmd(clean, *steps), check=True, env=_env(), cwd=REPO, timeout=600,
-                   capture_output=True)
+    clean = tmp_path / "clean"  # runs alongside the killed run: their imports overlap
+    clean_proc = subprocess.Popen(_train_cmd(clean, *steps), env=_env(), cwd=REPO,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_train_cmd(killed, *steps), env=_env(), cwd=REPO,
@@ -172,6 +172,8 @@ def test_sigkill_then_restart_ends_bit_identical(tmp_path):
     assert Checkpointer(str(killed)).latest_step() in range(10, 40), "kill came too late"
     subprocess.run(_train_cmd(killed, *steps), check=True, env=_env(), cwd=REPO, timeout=600,
                    capture_output=True)
+    _, clean_err = clean_proc.communicate(timeout=600)
+    assert clean_proc.returncode == 0, clean_err.decode()[-2000:]
 
     a, b = Checkpointer(str(clean)), Checkpointer(str(killed))
     assert a.latest_step() == b.latest_step() == 40

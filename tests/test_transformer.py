@@ -37,10 +37,10 @@ def test_cached_decoding_equals_full_forward(seq2seq_batch, scan_layers, pre_ln)
     params = model.init(jax.random.key(0), source, decoder_inputs)["params"]
     full = model.apply({"params": params}, source, decoder_inputs)  # (B, T, V)
     decoder = TransformerDecoder(model)
-    logits, state = decoder.start(params, source)
-    steps = [logits]
+    logits, state = jax.jit(decoder.start)(params, source)
+    steps, step = [logits], jax.jit(decoder.step)  # one compile for every step
     for t in range(targets.shape[1] - 1):
-        logits, state = decoder.step(params, state, targets[:, t])
+        logits, state = step(params, state, targets[:, t])
         steps.append(logits)
     np.testing.assert_allclose(jnp.stack(steps, 1), full, atol=2e-5)
     # beam search reorders the cache rows through gather_state
