@@ -74,21 +74,27 @@ def _relu_grad(prev: Carry, h: jax.Array, d_new: Carry):
 def _lstm_save(carry: Carry, g: jax.Array):
     _, c = carry
     n = c.shape[-1]
-    i, f, o = (jax.nn.sigmoid(g[:, k * n:(k + 1) * n]) for k in (0, 1, 3))
-    u = jnp.tanh(g[:, 2 * n:3 * n])  # the candidate ("g" gate)
-    c = f * c + i * u
+    # One sigmoid over all four gates, using tanh(x) = 2 sigmoid(2x) - 1 for the candidate, so
+    # the saved activations need no concatenation (~2% of an lstm_lm step; the candidate
+    # differs from jnp.tanh by float rounding, ~1e-7 absolute).
+    scale = jnp.concatenate([jnp.ones((2 * n,), g.dtype), jnp.full((n,), 2.0, g.dtype),
+                             jnp.ones((n,), g.dtype)])
+    s = jax.nn.sigmoid(g * scale[None])  # (B, 4H): sigma(i), sigma(f), sigma(2g), sigma(o)
+    i, f, s_u, o = (s[:, k * n:(k + 1) * n] for k in range(4))
+    c = f * c + i * (2.0 * s_u - 1.0)
     tanh_c = jnp.tanh(c)
-    return (o * tanh_c, c), (jnp.concatenate([i, f, u, o], axis=-1), tanh_c)
+    return (o * tanh_c, c), (s, tanh_c)
 
 
 def _lstm_grad(prev: Carry, residuals, d_new: Carry):
-    (acts, tanh_c), (_, c_prev), (d_h, d_c) = residuals, prev, d_new
+    (s, tanh_c), (_, c_prev), (d_h, d_c) = residuals, prev, d_new
     n = tanh_c.shape[-1]
-    i, f, u, o = (acts[:, k * n:(k + 1) * n] for k in range(4))
+    i, f, s_u, o = (s[:, k * n:(k + 1) * n] for k in range(4))
     d_c = d_c + d_h * o * (1.0 - tanh_c * tanh_c)
-    d_g = jnp.concatenate([d_c * u * i * (1.0 - i), d_c * c_prev * f * (1.0 - f),
-                           d_c * i * (1.0 - u * u), d_h * tanh_c * o * (1.0 - o)], axis=-1)
-    return (jnp.zeros_like(d_h), d_c * f), d_g
+    # d/dx sigma(a x) = a sigma (1 - sigma), and the candidate is 2 sigma(2x) - 1: factor 4.
+    upstream = jnp.concatenate([d_c * (2.0 * s_u - 1.0), d_c * c_prev, 4.0 * d_c * i,
+                                d_h * tanh_c], axis=-1)
+    return (jnp.zeros_like(d_h), d_c * f), upstream * s * (1.0 - s)
 
 
 def _gru_pointwise(carry: Carry, xp: jax.Array, hw: jax.Array) -> Carry:
