@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.models.inputs import check_tokens
-from zoo.nn.recurrent import RecurrentStack
+from zoo.nn.recurrent import RecurrentStack, stack_over_tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,10 +39,7 @@ def _encode(cfg: Any, tokens: jax.Array, lengths: jax.Array | None, train: bool)
     embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, name="embed")
     stack = RecurrentStack(cfg.cell, cfg.hidden_size, cfg.num_layers, cfg.bidirectional,
                            cfg.dropout_rate, cfg.unroll, name="rnn")
-    if train and cfg.dropout_rate > 0:
-        x = nn.Dropout(cfg.dropout_rate)(embed(tokens), deterministic=False)  # (B, T, E)
-        return stack(x, lengths, train=train)
-    return stack(tokens, lengths, train=train, embedding=embed.embedding)  # see RecurrentLayer
+    return stack_over_tokens(stack, embed, tokens, cfg.dropout_rate, train, lengths=lengths)
 
 
 def pool(outputs: jax.Array, final_h: jax.Array, lengths: jax.Array | None, how: str,

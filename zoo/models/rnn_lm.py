@@ -17,7 +17,7 @@ import jax
 from zoo.models.inputs import check_tokens
 from zoo.nn.cells import Carry
 from zoo.nn.dense import dense_dot_general, dense_matmul
-from zoo.nn.recurrent import RecurrentStack
+from zoo.nn.recurrent import RecurrentStack, stack_over_tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,12 +65,8 @@ class RNNLM(nn.Module):
         embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, name="embed")
         stack = RecurrentStack(cfg.cell, cfg.hidden_size, cfg.num_layers,
                                dropout_rate=cfg.dropout_rate, unroll=cfg.unroll, name="rnn")
-        if train and cfg.dropout_rate > 0:
-            x = nn.Dropout(cfg.dropout_rate)(embed(tokens), deterministic=False)  # (B, T, E)
-            x, carry = stack(x, initial_carry=initial_carry, train=train)
-        else:  # no dropout between the embedding and the first layer: it may project the table
-            x, carry = stack(tokens, initial_carry=initial_carry, train=train,
-                             embedding=embed.embedding)
+        x, carry = stack_over_tokens(stack, embed, tokens, cfg.dropout_rate, train,
+                                     initial_carry=initial_carry)  # (B, T, H)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)  # (B, T, H)
         if cfg.tie_embeddings:
             logits = dense_matmul(x, embed.embedding.T)  # embed.attend, as one 2-D matmul

@@ -158,3 +158,17 @@ class RecurrentStack(nn.Module):
         count = self.num_layers * (2 if self.bidirectional else 1)
         return tuple(jnp.zeros((count, batch_size, self.hidden_size), dtype)
                      for _ in range(cell.carry_parts))
+
+
+def stack_over_tokens(stack: RecurrentStack, embed: nn.Embed, tokens: jax.Array,
+                      dropout_rate: float, train: bool, **kwargs) -> tuple[jax.Array, Carry]:
+    """`stack(Dropout(dropout_rate)(embed(tokens)), train=train, **kwargs)` for int tokens (B, T).
+
+    When that dropout is inactive (evaluation, or rate 0) the stack gets the ids and the table
+    instead, so that its first layer may project the table's V rows rather than every token
+    (`RecurrentLayer`). Call it inside the calling module's compact method.
+    """
+    if train and dropout_rate > 0:
+        x = nn.Dropout(dropout_rate, deterministic=False)(embed(tokens))  # (B, T, E)
+        return stack(x, train=train, **kwargs)
+    return stack(tokens, train=train, embedding=embed.embedding, **kwargs)
