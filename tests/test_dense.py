@@ -8,7 +8,8 @@ import pytest
 from zoo.nn.dense import dense_dot_general
 
 LAYERS = {
-    "dense": (lambda dg: nn.Dense(6, dot_general=dg), (2, 5, 4)),
+    "dense": (lambda dg: nn.Dense(6, dot_general=dg), (2, 5, 4)),  # K < N: plain matmul
+    "narrowing": (lambda dg: nn.Dense(3, dot_general=dg), (2, 5, 8)),  # K >= N: kernelᵀ form
     "qkv": (lambda dg: nn.DenseGeneral((3, 2, 4), dot_general=dg), (2, 5, 8)),
     "out": (lambda dg: nn.DenseGeneral(8, axis=(-2, -1), dot_general=dg), (2, 5, 2, 4)),
     "batch_dims": (lambda dg: nn.DenseGeneral(3, axis=-1, batch_dims=(0,), dot_general=dg),

@@ -37,9 +37,27 @@ def dense_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precisi
     k = len(dimension_numbers[0][0])
     batch_shape = lhs.shape[:lhs.ndim - k]
     inner = math.prod(lhs.shape[lhs.ndim - k:])
-    out = lax.dot(lhs.reshape(math.prod(batch_shape), inner), rhs.reshape(inner, -1),
-                  precision=precision, preferred_element_type=preferred_element_type)  # (M, N)
+    out = matmul_2d(lhs.reshape(math.prod(batch_shape), inner), rhs.reshape(inner, -1),
+                    precision=precision, preferred_element_type=preferred_element_type)
     return out.reshape(batch_shape + rhs.shape[k:])
+
+
+def matmul_2d(x: jax.Array, kernel: jax.Array, **dot_kwargs) -> jax.Array:
+    """x (M, K) @ kernel (K, N) -> (M, N).
+
+    For K >= N the kernel is fed to the dot as an explicit (N, K) copy, `x @ (kernelᵀ)ᵀ`. The
+    value is the same; what changes is the weight gradient: autodiff then computes it as the
+    (N, K) product `dYᵀ @ X` and transposes that small result, where the plain form computes
+    the (K, N) product `Xᵀ @ dY` directly, which XLA-CPU's kernels run at 2/3 of the speed when
+    K > N (gpt_tiny's MLP output, (4096, 1024) -> 256: 29.4 vs 25.2 ms forward + backward). The
+    optimization barrier keeps XLA from folding the transpose back into the dot. For K < N the
+    plain form is the faster one (256 -> 8192: 188 vs 227 ms), so it is kept; on GPU and TPU,
+    whose matmul libraries take either operand order natively, too.
+    """
+    if kernel.shape[0] >= kernel.shape[1] and jax.default_backend() == "cpu":
+        return lax.dot_general(x, lax.optimization_barrier(kernel.T), (((1,), (1,)), ((), ())),
+                               **dot_kwargs)
+    return lax.dot(x, kernel, **dot_kwargs)
 
 
 def dense_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
