@@ -1,6 +1,6 @@
 """How fast can the GPT step's own matmuls go? Each one timed alone, in JAX and in PyTorch.
 
-    python -m benchmarks.matmul_ceiling [--batch 16 --seq-len 256] [--json PATH]
+    python -m benchmarks.matmul_ceiling [--batch 16 --seq-len 256 --rounds 15] [--json PATH]
 
 A training step's "% of the matmul peak" compares its analytic FLOPs with the best GFLOP/s of a
 large square matmul (benchmarks/gpt_step.py). The step's matmuls are not square: gpt_tiny's are
@@ -10,9 +10,12 @@ over all B*T rows). This script runs every one of them alone, at the step's shap
 causal attention core (forward + backward of q, k, v -> output), and sums the medians: the time
 the step would take if nothing but its matmuls cost anything. Its FLOPs over that sum is the
 highest "% of peak" the step can show with these kernels, whatever the code around them does.
+Every item (each product, the attention, the 2048² peak matmul of gpt_step and the zoo's full
+train step) is timed once per round, round-robin, and reported as its median over the rounds,
+so that the ceiling, the peak and the step are compared under the same machine state.
 
-JAX side: each product as its own jitted `lax.dot_general` (the layouts the zoo's 2-D Dense
-produces, zoo/nn/dense.py); attention: `zoo.nn.attention.causal_attention` (blocked on CPU)
+JAX side: each product as its own jitted forward or gradient of `zoo.nn.dense.matmul_2d`, the
+2-D matmul every Dense of the zoo runs (zoo/nn/dense.py); attention: `zoo.nn.attention.causal_attention` (blocked on CPU)
 under `jax.vjp`. PyTorch side: `torch.mm` on the same (transposed-view) operands autograd uses;
 attention: `F.scaled_dot_product_attention(is_causal=True)` forward + backward.
 """
@@ -42,29 +45,26 @@ def step_matmuls(num_layers: int, emb_dim: int, mlp_dim: int, vocab_size: int,
     return out
 
 
-def _median_time(fn: Callable[[], object], sync: Callable[[object], object], repeats: int) -> float:
-    sync(fn())
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sync(fn())
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-
-
 def jax_products(m: int, k: int, n: int, kind: str) -> Callable[[], object]:
+    """The product as the zoo's step computes it: forward or one gradient of
+    `zoo.nn.dense.matmul_2d`, the 2-D matmul behind every Dense (which, for a kernel with
+    more inputs than outputs, computes the weight gradient in the transposed orientation)."""
     import jax
-    from jax import lax
 
-    ka, kb = jax.random.split(jax.random.key(0))
-    if kind == "X@W":  # x (M, K), w (K, N)
-        a, b, dims = jax.random.normal(ka, (m, k)), jax.random.normal(kb, (k, n)), ((1,), (0,))
-    elif kind == "dY@Wt":  # dy (M, K), w (N, K): contract the kernel's output axis
-        a, b, dims = jax.random.normal(ka, (m, k)), jax.random.normal(kb, (n, k)), ((1,), (1,))
-    else:  # "Xt@dY": x stored (rows, M) and dy (rows, N), contracting the rows (K = B*T)
-        a, b, dims = jax.random.normal(ka, (k, m)), jax.random.normal(kb, (k, n)), ((0,), (0,))
-    f = jax.jit(lambda a, b: lax.dot_general(a, b, (dims, ((), ()))))
-    return lambda: f(a, b)
+    from zoo.nn.dense import matmul_2d
+
+    rows, d_in, d_out = {"X@W": (m, k, n), "dY@Wt": (m, n, k), "Xt@dY": (k, m, n)}[kind]
+    kx, kw, kg = jax.random.split(jax.random.key(0), 3)
+    x, w = jax.random.normal(kx, (rows, d_in)), jax.random.normal(kw, (d_in, d_out))
+    dy = jax.random.normal(kg, (rows, d_out))
+    if kind == "X@W":
+        f = jax.jit(matmul_2d)
+        return lambda: f(x, w)
+    if kind == "dY@Wt":
+        f = jax.jit(lambda x, w, dy: jax.vjp(lambda x: matmul_2d(x, w), x)[1](dy)[0])
+    else:
+        f = jax.jit(lambda x, w, dy: jax.vjp(lambda w: matmul_2d(x, w), w)[1](dy)[0])
+    return lambda: f(x, w, dy)
 
 
 def torch_products(m: int, k: int, n: int, kind: str) -> Callable[[], object]:
@@ -112,48 +112,80 @@ def torch_attention(batch: int, seq_len: int, heads: int, head_dim: int) -> Call
     return fwd_bwd
 
 
-def measure(model: str = "gpt_tiny", batch: int = 16, seq_len: int = 256, repeats: int = 20,
-            use_torch: bool = True, max_wait: float = 10.0) -> dict:
+def measure(model: str = "gpt_tiny", batch: int = 16, seq_len: int = 256, rounds: int = 15,
+            use_torch: bool = True, with_step: bool = True) -> dict:
+    """Times every product, the attention core, the 2048² peak matmul and (`with_step`) the
+    zoo's full train step once per round, round-robin, so that all of them see the same machine
+    state; each figure is the median over `rounds`."""
     import jax
 
     import zoo
+    from benchmarks.gpt_step import JaxStep, jax_matmul, torch_matmul
 
     cfg = zoo.create_model(model).config
     L, D, F, V, N = cfg.num_layers, cfg.emb_dim, cfg.mlp_dim, cfg.vocab_size, cfg.num_heads
     tokens = batch * seq_len
-    sides = {"jax": (jax_products, jax_attention, jax.block_until_ready)}
+    sides = {"jax": (jax_products, jax_attention, jax.block_until_ready, jax_matmul)}
     if use_torch:
         try:
             import torch  # noqa: F401
-            sides["torch"] = (torch_products, torch_attention, lambda x: x)
+            sides["torch"] = (torch_products, torch_attention, lambda x: x, torch_matmul)
         except ImportError:
             print("PyTorch not installed: JAX side only.")
-    rows, totals = [], {k: 0.0 for k in sides}
-    for name, m, k, n, count in step_matmuls(L, D, F, V, tokens):
+    timers: dict[tuple[str, str], Callable[[], float]] = {}  # (side, item) -> seconds
+
+    def timed(fn: Callable[[], object], sync: Callable[[object], object]):
+        def once() -> float:
+            t0 = time.perf_counter()
+            sync(fn())
+            return time.perf_counter() - t0
+        return once
+
+    products = step_matmuls(L, D, F, V, tokens)
+    for side, (prod, attention, sync, matmul) in sides.items():
+        timers[side, "peak"] = matmul(2048)  # returns its own timer
+        for name, m, k, n, _ in products:
+            timers[side, name] = timed(prod(m, k, n, name.split()[1]), sync)
+        timers[side, "attention"] = timed(attention(batch, seq_len, N, D // N), sync)
+    if with_step:
+        step = JaxStep(model, batch, seq_len)
+        timers["jax", "step"] = lambda: step.run(1)
+    for t in timers.values():  # warm up
+        t()
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in timers}
+    for _ in range(rounds):
+        wait_for_quiet(10.0)
+        for key, t in timers.items():
+            times[key].append(t())
+    med = {k: statistics.median(v) for k, v in times.items()}
+
+    rows = []
+    for name, m, k, n, count in products:
         gflop = 2 * m * k * n / 1e9
         row = {"name": name, "m": m, "k": k, "n": n, "count": count, "gflop": gflop}
-        for side, (products, _, sync) in sides.items():
-            wait_for_quiet(max_wait)
-            t = _median_time(products(m, k, n, name.split()[1]), sync, repeats)
-            row[f"{side}_ms"], row[f"{side}_gflops"] = t * 1e3, gflop / t
-            totals[side] += count * t
+        for side in sides:
+            row[f"{side}_ms"], row[f"{side}_gflops"] = med[side, name] * 1e3, gflop / med[side, name]
         rows.append(row)
-    attn_gflop = 12 * seq_len * D * tokens / 1e9  # per layer, full T x T (the analytic count)
-    attn = {"name": "causal attention fwd+bwd", "count": L, "gflop": attn_gflop}
-    for side, (_, attention, sync) in sides.items():
-        wait_for_quiet(max_wait)
-        t = _median_time(attention(batch, seq_len, N, D // N), sync, repeats)
-        attn[f"{side}_ms"], attn[f"{side}_gflops"] = t * 1e3, attn_gflop / t
-        totals[side] += L * t
+    attn = {"name": "causal attention fwd+bwd", "count": L,
+            "gflop": 12 * seq_len * D * tokens / 1e9}  # per layer, full T x T (analytic count)
+    for side in sides:
+        attn[f"{side}_ms"] = med[side, "attention"] * 1e3
+        attn[f"{side}_gflops"] = attn["gflop"] / med[side, "attention"]
     rows.append(attn)
     flops = step_flops(L, D, F, V, batch, seq_len)["per_step"]
-    return {"model": model, "batch": batch, "seq_len": seq_len, "rows": rows,
-            "matmul_ms_per_step": {k: v * 1e3 for k, v in totals.items()},
-            "step_gflop": flops / 1e9,
-            "ceiling_gflops": {k: flops / v / 1e9 for k, v in totals.items()}}
+    totals = {s: sum(med[s, name] * count for name, *_, count in products) + L * med[s, "attention"]
+              for s in sides}
+    peak = max(2 * 2048**3 / med[s, "peak"] / 1e9 for s in sides)
+    out = {"model": model, "batch": batch, "seq_len": seq_len, "rounds": rounds, "rows": rows,
+           "peak_gflops": peak, "step_gflop": flops / 1e9,
+           "matmul_ms_per_step": {k: v * 1e3 for k, v in totals.items()},
+           "ceiling_gflops": {k: flops / v / 1e9 for k, v in totals.items()}}
+    if with_step:
+        out["zoo_step_ms"] = med["jax", "step"] * 1e3
+    return out
 
 
-def print_table(r: dict, peak_gflops: float | None = None) -> None:
+def print_table(r: dict) -> None:
     sides = list(r["matmul_ms_per_step"])
     print("| product (M, K, N) | x per step | " +
           " | ".join(f"{s} ms (GFLOP/s)" for s in sides) + " |")
@@ -162,13 +194,16 @@ def print_table(r: dict, peak_gflops: float | None = None) -> None:
         shape = f" ({row['m']}, {row['k']}, {row['n']})" if "m" in row else ""
         print(f"| {row['name']}{shape} | {row['count']} | " + " | ".join(
             f"{row[f'{s}_ms']:.2f} ({row[f'{s}_gflops']:.0f})" for s in sides) + " |")
+    peak = r["peak_gflops"]
+    print(f"peak (2048² matmul, median of the same rounds): {peak:.1f} GFLOP/s")
     for s in sides:
-        line = (f"{s}: the step's matmuls alone take {r['matmul_ms_per_step'][s]:.0f} ms "
-                f"-> {r['ceiling_gflops'][s]:.1f} GFLOP/s over the step's "
-                f"{r['step_gflop']:.2f} analytic GFLOP")
-        if peak_gflops:
-            line += f" = {100 * r['ceiling_gflops'][s] / peak_gflops:.0f}% of {peak_gflops:.1f}"
-        print(line)
+        print(f"{s}: the step's matmuls alone take {r['matmul_ms_per_step'][s]:.0f} ms -> "
+              f"{r['ceiling_gflops'][s]:.1f} GFLOP/s over the step's {r['step_gflop']:.2f} "
+              f"analytic GFLOP = {100 * r['ceiling_gflops'][s] / peak:.0f}% of the peak")
+    if "zoo_step_ms" in r:
+        gflops = r["step_gflop"] / r["zoo_step_ms"] * 1e3
+        print(f"zoo train step (same rounds): {r['zoo_step_ms']:.0f} ms -> {gflops:.1f} GFLOP/s "
+              f"= {100 * gflops / peak:.0f}% of the peak")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -176,24 +211,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--model", default="gpt_tiny")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--peak", type=float, default=None,
-                   help="GFLOP/s to express the ceiling against (default: jnp.dot 2048² now)")
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--no-step", action="store_true", help="skip timing the zoo's full step")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    from benchmarks.gpt_step import jax_matmul
-
-    peak = args.peak
-    if peak is None:
-        once, best = jax_matmul(2048), float("inf")
-        for _ in range(10):
-            wait_for_quiet(5.0)
-            best = min(best, once())
-        peak = 2 * 2048**3 / best / 1e9
-    r = measure(args.model, args.batch, args.seq_len, args.repeats, not args.no_torch)
-    r["peak_gflops"] = peak
-    print_table(r, peak)
+    r = measure(args.model, args.batch, args.seq_len, args.rounds, not args.no_torch,
+                not args.no_step)
+    print_table(r)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(r, f, indent=2)
