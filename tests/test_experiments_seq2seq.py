@@ -24,10 +24,19 @@ def _train(name: str, workdir, **overrides):
     return train_and_evaluate(config, str(workdir))
 
 
-def _run(module: str, *args: str) -> subprocess.CompletedProcess:
+def _start(module: str, *args: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=300)
+    return subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+
+
+def _finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _run(module: str, *args: str) -> subprocess.CompletedProcess:
+    return _finish(_start(module, *args))
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +78,9 @@ def test_translate_saves_attention_and_names_unknown_characters(bahdanau_workdir
 @pytest.mark.slow
 def test_generate_works_for_an_encoder_decoder_workdir(tmp_path):
     _train("transformer_translate", tmp_path)
-    for flags in (["--temperature", "0.8", "--num_samples", "2"], ["--beam_size", "3"]):
-        out = _run("experiments.generate", "--workdir", str(tmp_path), "--prompt", "abc", *flags)
+    runs = [_start("experiments.generate", "--workdir", str(tmp_path), "--prompt", "abc", *flags)
+            for flags in (["--temperature", "0.8", "--num_samples", "2"], ["--beam_size", "3"])]
+    for out in map(_finish, runs):  # sampling and beam search, side by side
         assert out.returncode == 0, out.stderr
         lines = out.stdout.strip().splitlines()
         assert lines and all(line.startswith("abc ->") for line in lines)
