@@ -3,8 +3,9 @@
     python -m benchmarks.gpt_step [--batch 16 --seq-len 256 --steps 20 --repeats 5] [--json PATH]
 
 Measured in one process:
-  (a) the machine's f32 matmul peak: best-of-N GFLOP/s of jitted `jnp.dot` and of `torch.mm` on
-      square f32 matrices (default 2048 and 4096); "peak" is the larger of all of them.
+  (a) the machine's f32 matmul peak: best-of-N GFLOP/s of jitted `jnp.dot` (XLA), `np.matmul`
+      (numpy's OpenBLAS) and `torch.mm` on square f32 matrices (default 2048 and 4096); "peak"
+      is the largest of all of them.
   (b) the zoo's full train step, `zoo.train.step.jit_train_step(CausalLM())` (forward, backward,
       global-norm clipping, AdamW with masked weight decay, cosine schedule), dropout 0.
   (c) a PyTorch GPT with the same shapes and math: token + learned position embeddings, pre-LN
@@ -126,6 +127,18 @@ def wait_for_quiet(max_wait: float, window: float = 0.5) -> None:
 # (a) matmul peak
 
 
+def _timer(call: Callable[[], object]) -> Callable[[], float]:
+    """Runs `call` once (warm-up) and returns a function timing one more call, in seconds."""
+    call()
+
+    def once() -> float:
+        t0 = time.perf_counter()
+        call()
+        return time.perf_counter() - t0
+
+    return once
+
+
 def jax_matmul(n: int) -> Callable[[], float]:
     import jax
     import jax.numpy as jnp
@@ -134,14 +147,7 @@ def jax_matmul(n: int) -> Callable[[], float]:
     a = jax.random.normal(ka, (n, n), jnp.float32)
     b = jax.random.normal(kb, (n, n), jnp.float32)
     f = jax.jit(jnp.dot)
-    f(a, b).block_until_ready()
-
-    def once() -> float:
-        t0 = time.perf_counter()
-        f(a, b).block_until_ready()
-        return time.perf_counter() - t0
-
-    return once
+    return _timer(lambda: f(a, b).block_until_ready())
 
 
 def torch_matmul(n: int) -> Callable[[], float]:
@@ -151,14 +157,40 @@ def torch_matmul(n: int) -> Callable[[], float]:
     a = torch.randn(n, n, generator=g)
     b = torch.randn(n, n, generator=g)
     c = torch.empty(n, n)
-    torch.mm(a, b, out=c)
+    return _timer(lambda: torch.mm(a, b, out=c))
 
-    def once() -> float:
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=c)
-        return time.perf_counter() - t0
 
-    return once
+def numpy_matmul(n: int) -> Callable[[], float]:
+    """numpy's BLAS (OpenBLAS in the PyPI wheels): a third library in the machine's peak."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    c = np.empty((n, n), np.float32)
+    return _timer(lambda: np.matmul(a, b, out=c))
+
+
+def measure_peak(sizes: list[int], repeats: int, max_wait: float, use_torch: bool):
+    """Best-of-`repeats` f32 matmul GFLOP/s per library and size, the libraries interleaved;
+    returns ({library: {n: GFLOP/s}}, the largest of them all)."""
+    peak: dict[str, dict[int, float]] = {"jax": {}, "numpy": {}, "torch": {}}
+    for n in sizes:
+        fns = {"jax": jax_matmul(n), "numpy": numpy_matmul(n)}
+        if use_torch:
+            fns["torch"] = torch_matmul(n)
+        best = {k: float("inf") for k in fns}
+        for _ in range(repeats):
+            for k, f in fns.items():
+                if max_wait > 0:
+                    wait_for_quiet(min(max_wait, 5.0))
+                best[k] = min(best[k], f())
+        for k in fns:
+            peak[k][n] = 2 * n**3 / best[k] / 1e9
+        print(f"matmul f32 {n}x{n}: " + ", ".join(f"{k} {peak[k][n]:.1f} GFLOP/s" for k in fns))
+    peak_gflops = max(v for d in peak.values() for v in d.values())
+    print(f"peak (max of the above): {peak_gflops:.1f} GFLOP/s")
+    return peak, peak_gflops
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,22 +453,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"torch {torch_version} ({threads} threads); XLA_FLAGS={info['XLA_FLAGS']!r}")
 
     # (a) matmul peak, interleaved.
-    peak: dict[str, dict[int, float]] = {"jax": {}, "torch": {}}
-    for n in args.matmul_sizes:
-        fns = {"jax": jax_matmul(n)}
-        if torch:
-            fns["torch"] = torch_matmul(n)
-        best = {k: float("inf") for k in fns}
-        for _ in range(args.matmul_repeats):
-            for k, f in fns.items():
-                if args.max_wait > 0:
-                    wait_for_quiet(min(args.max_wait, 5.0))
-                best[k] = min(best[k], f())
-        for k in fns:
-            peak[k][n] = 2 * n**3 / best[k] / 1e9
-        print(f"matmul f32 {n}x{n}: " + ", ".join(f"{k} {peak[k][n]:.1f} GFLOP/s" for k in fns))
-    peak_gflops = max(v for d in peak.values() for v in d.values())
-    print(f"peak (max of the above): {peak_gflops:.1f} GFLOP/s")
+    peak, peak_gflops = measure_peak(args.matmul_sizes, args.matmul_repeats, args.max_wait,
+                                     torch is not None)
 
     # (b), (c): train steps.
     jax_sides = {}

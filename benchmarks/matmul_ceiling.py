@@ -17,7 +17,9 @@ so that the ceiling, the peak and the step are compared under the same machine s
 JAX side: each product as its own jitted forward or gradient of `zoo.nn.dense.matmul_2d`, the
 2-D matmul every Dense of the zoo runs (zoo/nn/dense.py); attention: `zoo.nn.attention.causal_attention` (blocked on CPU)
 under `jax.vjp`. PyTorch side: `torch.mm` on the same (transposed-view) operands autograd uses;
-attention: `F.scaled_dot_product_attention(is_causal=True)` forward + backward.
+attention: `F.scaled_dot_product_attention(is_causal=True)` forward + backward. numpy side
+(`--numpy`): `np.matmul` (OpenBLAS in the PyPI wheels) on those operands; numpy has no attention,
+so its sum takes the JAX side's attention time.
 """
 from __future__ import annotations
 
@@ -80,6 +82,16 @@ def torch_products(m: int, k: int, n: int, kind: str) -> Callable[[], object]:
     return lambda: torch.mm(a, b)
 
 
+def numpy_products(m: int, k: int, n: int, kind: str) -> Callable[[], object]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    shapes = {"X@W": ((m, k), (k, n)), "dY@Wt": ((m, k), (n, k)), "Xt@dY": ((k, m), (k, n))}
+    a, b = (rng.standard_normal(shape, dtype=np.float32) for shape in shapes[kind])
+    a, b = (a.T if kind == "Xt@dY" else a), (b.T if kind == "dY@Wt" else b)
+    return lambda: np.matmul(a, b)
+
+
 def jax_attention(batch: int, seq_len: int, heads: int, head_dim: int) -> Callable[[], object]:
     import jax
 
@@ -113,14 +125,14 @@ def torch_attention(batch: int, seq_len: int, heads: int, head_dim: int) -> Call
 
 
 def measure(model: str = "gpt_tiny", batch: int = 16, seq_len: int = 256, rounds: int = 15,
-            use_torch: bool = True, with_step: bool = True) -> dict:
+            use_torch: bool = True, with_step: bool = True, use_numpy: bool = False) -> dict:
     """Times every product, the attention core, the 2048² peak matmul and (`with_step`) the
     zoo's full train step once per round, round-robin, so that all of them see the same machine
     state; each figure is the median over `rounds`."""
     import jax
 
     import zoo
-    from benchmarks.gpt_step import JaxStep, jax_matmul, torch_matmul
+    from benchmarks.gpt_step import JaxStep, jax_matmul, numpy_matmul, torch_matmul
 
     cfg = zoo.create_model(model).config
     L, D, F, V, N = cfg.num_layers, cfg.emb_dim, cfg.mlp_dim, cfg.vocab_size, cfg.num_heads
@@ -132,6 +144,8 @@ def measure(model: str = "gpt_tiny", batch: int = 16, seq_len: int = 256, rounds
             sides["torch"] = (torch_products, torch_attention, lambda x: x, torch_matmul)
         except ImportError:
             print("PyTorch not installed: JAX side only.")
+    if use_numpy:
+        sides["numpy"] = (numpy_products, None, lambda x: x, numpy_matmul)
     timers: dict[tuple[str, str], Callable[[], float]] = {}  # (side, item) -> seconds
 
     def timed(fn: Callable[[], object], sync: Callable[[object], object]):
@@ -146,7 +160,8 @@ def measure(model: str = "gpt_tiny", batch: int = 16, seq_len: int = 256, rounds
         timers[side, "peak"] = matmul(2048)  # returns its own timer
         for name, m, k, n, _ in products:
             timers[side, name] = timed(prod(m, k, n, name.split()[1]), sync)
-        timers[side, "attention"] = timed(attention(batch, seq_len, N, D // N), sync)
+        if attention is not None:
+            timers[side, "attention"] = timed(attention(batch, seq_len, N, D // N), sync)
     if with_step:
         step = JaxStep(model, batch, seq_len)
         timers["jax", "step"] = lambda: step.run(1)
@@ -158,6 +173,8 @@ def measure(model: str = "gpt_tiny", batch: int = 16, seq_len: int = 256, rounds
         for key, t in timers.items():
             times[key].append(t())
     med = {k: statistics.median(v) for k, v in times.items()}
+    for side in sides:
+        med.setdefault((side, "attention"), med["jax", "attention"])
 
     rows = []
     for name, m, k, n, count in products:
@@ -214,10 +231,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--no-step", action="store_true", help="skip timing the zoo's full step")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--numpy", action="store_true", help="also time the products in numpy")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     r = measure(args.model, args.batch, args.seq_len, args.rounds, not args.no_torch,
-                not args.no_step)
+                not args.no_step, args.numpy)
     print_table(r)
     if args.json:
         with open(args.json, "w") as f:

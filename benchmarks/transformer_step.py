@@ -96,10 +96,9 @@ from benchmarks.gpt_step import (
     _fmt_load,
     add_timing_arguments,
     cpu_model,
-    jax_matmul,
+    measure_peak,
     median,
     num_cores,
-    torch_matmul,
     wait_for_quiet,
 )
 
@@ -595,25 +594,6 @@ def setup_bert(args, threads: int, use_torch: bool) -> dict[str, Any]:
     return w
 
 
-def measure_peak(sizes: list[int], repeats: int, max_wait: float, use_torch: bool):
-    """Best-of-`repeats` f32 matmul GFLOP/s per side and size (gpt_step's measurement)."""
-    peak: dict[str, dict[int, float]] = {"jax": {}, "torch": {}}
-    for n in sizes:
-        fns = {"jax": jax_matmul(n)}
-        if use_torch:
-            fns["torch"] = torch_matmul(n)
-        best = {k: float("inf") for k in fns}
-        for _ in range(repeats):
-            for k, f in fns.items():
-                if max_wait > 0:
-                    wait_for_quiet(min(max_wait, 5.0))
-                best[k] = min(best[k], f())
-        for k in fns:
-            peak[k][n] = 2 * n**3 / best[k] / 1e9
-        print(f"matmul f32 {n}x{n}: " + ", ".join(f"{k} {peak[k][n]:.1f} GFLOP/s" for k in fns))
-    return peak, max(v for d in peak.values() for v in d.values())
-
-
 def time_rounds_until_clean(sides: dict[str, Any], repeats: int, max_rounds: int, steps: int,
                             max_wait: float):
     """`gpt_step.time_rounds`, plus extra rounds (up to `max_rounds` in all) while a side has
@@ -723,7 +703,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     peak, peak_gflops = measure_peak(args.matmul_sizes, args.matmul_repeats, args.max_wait,
                                      use_torch)
-    print(f"peak (max of the above): {peak_gflops:.1f} GFLOP/s")
 
     out: dict[str, Any] = {"info": info, "args": vars(args), "matmul_gflops": peak,
                            "peak_gflops": peak_gflops, "workloads": {}}
