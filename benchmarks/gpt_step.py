@@ -127,7 +127,7 @@ def wait_for_quiet(max_wait: float, window: float = 0.5) -> None:
 # (a) matmul peak
 
 
-def _timer(call: Callable[[], object]) -> Callable[[], float]:
+def call_timer(call: Callable[[], object]) -> Callable[[], float]:
     """Runs `call` once (warm-up) and returns a function timing one more call, in seconds."""
     call()
 
@@ -147,7 +147,7 @@ def jax_matmul(n: int) -> Callable[[], float]:
     a = jax.random.normal(ka, (n, n), jnp.float32)
     b = jax.random.normal(kb, (n, n), jnp.float32)
     f = jax.jit(jnp.dot)
-    return _timer(lambda: f(a, b).block_until_ready())
+    return call_timer(lambda: f(a, b).block_until_ready())
 
 
 def torch_matmul(n: int) -> Callable[[], float]:
@@ -157,7 +157,7 @@ def torch_matmul(n: int) -> Callable[[], float]:
     a = torch.randn(n, n, generator=g)
     b = torch.randn(n, n, generator=g)
     c = torch.empty(n, n)
-    return _timer(lambda: torch.mm(a, b, out=c))
+    return call_timer(lambda: torch.mm(a, b, out=c))
 
 
 def numpy_matmul(n: int) -> Callable[[], float]:
@@ -168,7 +168,7 @@ def numpy_matmul(n: int) -> Callable[[], float]:
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
     c = np.empty((n, n), np.float32)
-    return _timer(lambda: np.matmul(a, b, out=c))
+    return call_timer(lambda: np.matmul(a, b, out=c))
 
 
 def measure_peak(sizes: list[int], repeats: int, max_wait: float, use_torch: bool):

@@ -27,7 +27,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from collections.abc import Callable
 
 from benchmarks.gpt_step import step_flops, wait_for_quiet
@@ -132,7 +131,7 @@ def measure(model: str = "gpt_tiny", batch: int = 16, seq_len: int = 256, rounds
     import jax
 
     import zoo
-    from benchmarks.gpt_step import JaxStep, jax_matmul, numpy_matmul, torch_matmul
+    from benchmarks.gpt_step import JaxStep, call_timer, jax_matmul, numpy_matmul, torch_matmul
 
     cfg = zoo.create_model(model).config
     L, D, F, V, N = cfg.num_layers, cfg.emb_dim, cfg.mlp_dim, cfg.vocab_size, cfg.num_heads
@@ -149,11 +148,7 @@ def measure(model: str = "gpt_tiny", batch: int = 16, seq_len: int = 256, rounds
     timers: dict[tuple[str, str], Callable[[], float]] = {}  # (side, item) -> seconds
 
     def timed(fn: Callable[[], object], sync: Callable[[object], object]):
-        def once() -> float:
-            t0 = time.perf_counter()
-            sync(fn())
-            return time.perf_counter() - t0
-        return once
+        return call_timer(lambda: sync(fn()))
 
     products = step_matmuls(L, D, F, V, tokens)
     for side, (prod, attention, sync, matmul) in sides.items():
