@@ -51,7 +51,7 @@ class BertConfig:
     scan_layers: bool = False
     remat: bool = False
     dtype: str = "float32"
-    attention_implementation: str | None = None  # None (auto) / "xla" / "cudnn"
+    attention_implementation: str | None = None  # None (auto) / "blocked" / "xla" / "cudnn"
 
 
 _BYTE_TINY = dict(vocab_size=264, emb_dim=128, num_heads=2, num_layers=2, mlp_dim=512,
