@@ -11,11 +11,16 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One temp dir for the session, removed at exit, for the tests and the CLI subprocesses they
+# start: TFDS leaves an empty "tmp*tfds" dir behind for every dataset builder it creates
+# before the data is prepared (DatasetInfo.initialize_from_bucket), hundreds per run.
+_SESSION_TMP = tempfile.mkdtemp(prefix="zoo-tests-")
+atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
+os.environ["TMPDIR"] = _SESSION_TMP
+tempfile.tempdir = None  # tempfile re-reads TMPDIR
 # One persistent XLA compilation cache for the session, inherited by the CLI subprocesses: the
 # tests compile the same train steps again and again (resumed runs, restarted processes).
-_XLA_CACHE = tempfile.mkdtemp(prefix="zoo-tests-xla-cache-")
-atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_SESSION_TMP, "xla-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax  # noqa: E402
