@@ -77,6 +77,14 @@ def step_flops(num_layers: int, emb_dim: int, mlp_dim: int, vocab_size: int,
     return {"matmul_params": n_matmul, "per_token": per_token, "per_step": per_token * batch * T}
 
 
+def write_json(path: str | None, results: dict[str, Any]) -> None:
+    """The benchmarks' `--json PATH` output (nothing when PATH is None)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(results, f, indent=2, default=str)
+        print(f"wrote {path}")
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
@@ -139,14 +147,15 @@ def call_timer(call: Callable[[], object]) -> Callable[[], float]:
     return once
 
 
-def jax_matmul(n: int) -> Callable[[], float]:
+def jax_matmul(n: int, dtype: str = "float32") -> Callable[[], float]:
+    """n x n @ n x n on JAX's default device, operands in `dtype`, float32 accumulation."""
     import jax
     import jax.numpy as jnp
 
     ka, kb = jax.random.split(jax.random.key(0))
-    a = jax.random.normal(ka, (n, n), jnp.float32)
-    b = jax.random.normal(kb, (n, n), jnp.float32)
-    f = jax.jit(jnp.dot)
+    a = jax.random.normal(ka, (n, n), dtype)
+    b = jax.random.normal(kb, (n, n), dtype)
+    f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
     return call_timer(lambda: f(a, b).block_until_ready())
 
 
@@ -511,10 +520,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
            "flops": flops, "xla_cost_analysis_flops": jstep.xla_flops,
            "num_params": jstep.num_params, "step_times_s": times, "other_load_cores": loads,
            "results": results}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
-        print(f"wrote {args.json}")
+    write_json(args.json, out)
     return out
 
 

@@ -24,12 +24,11 @@ so its sum takes the JAX side's attention time.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from collections.abc import Callable
 
-from benchmarks.gpt_step import step_flops, wait_for_quiet
+from benchmarks.gpt_step import step_flops, wait_for_quiet, write_json
 
 
 def step_matmuls(num_layers: int, emb_dim: int, mlp_dim: int, vocab_size: int,
@@ -232,9 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     r = measure(args.model, args.batch, args.seq_len, args.rounds, not args.no_torch,
                 not args.no_step, args.numpy)
     print_table(r)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f, indent=2)
+    write_json(args.json, r)
     return r
 
 

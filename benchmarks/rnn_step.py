@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
 import time
 from typing import Any
 
 from benchmarks.gpt_step import (CLEAN_LOAD, OPT_CONFIG, JaxStep, TorchStep, cpu_model,
-                                 make_batch_np, median, num_cores, time_rounds)
+                                 make_batch_np, median, num_cores, time_rounds, write_json)
 
 TORCH_CLASSES = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN"}
 ZOO_MODELS = {"lstm": "lstm_lm", "gru": "gru_lm", "rnn_tanh": "rnn_lm"}
@@ -189,10 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ratio = f"{r['vs_torch']:.2f}x" if r["vs_torch"] else "n/a"
             print(f"| {cell} | {k} | {r['ms_per_step']:.0f} | {r['tokens_per_s']:,.0f} | {ratio} |")
     out = {"info": info, "args": vars(args), "results": results}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
-        print(f"wrote {args.json}")
+    write_json(args.json, out)
     return out
 
 

@@ -77,7 +77,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import os
 import platform
@@ -100,6 +99,7 @@ from benchmarks.gpt_step import (
     median,
     num_cores,
     wait_for_quiet,
+    write_json,
 )
 
 PAD_ID, BOS_ID, EOS_ID, FIRST_TOKEN = 0, 1, 2, 4  # zoo.data.vocab: ids 0-3 are special
@@ -760,10 +760,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"| {name} | {names[k]} | {r['ms_per_step']:.0f} ({r['ms_per_step_min']:.0f}-"
                   f"{r['ms_per_step_max']:.0f}) | {r['tokens_per_s']:,.0f} | {r['gflops']:.1f} | "
                   f"{r['pct_peak']:.0f}% | {ratio} | {r['clean_rounds']}/{r['rounds']} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2, default=str)
-        print(f"wrote {args.json}")
+    write_json(args.json, out)
     return out
 
 
