@@ -30,8 +30,9 @@ bert  the zoo's `Bert(head="mlm")` (word + learned position + segment embeddings
     (Hugging Face `BertForMaskedLM`'s way; the loss is the same).
 
 Both sides run the full step: forward, backward, global-norm clipping to 1.0, AdamW (weight
-decay on >= 2-D parameters; the zoo's schedule is `gpt_step.OPT_CONFIG`'s cosine, torch a
-constant lr; the update's cost does not depend on the value). The zoo's step also computes its
+decay on >= 2-D parameters; torch's default AdamW, or `fused=True` with `--torch-fused-adamw`;
+the zoo's schedule is `gpt_step.OPT_CONFIG`'s cosine, torch a constant lr; the update's cost
+does not depend on the value). The zoo's step also computes its
 metrics (accuracy, unsmoothed nll, gradient and parameter norms), which torch does not: a few
 elementwise passes. Batches are random tokens; each source/target/BERT sequence has a random
 length in [`--min-len-frac` * length, length] followed by padding (PAD = 0), so every mask is
@@ -223,13 +224,15 @@ class ZooStep(JaxStep):
 # the PyTorch side
 
 
-def _adamw(torch: Any, model: Any) -> Any:
+def _adamw(torch: Any, model: Any, fused: bool = False) -> Any:
+    """AdamW with decay on >= 2-D parameters; `fused=True` is PyTorch's one-kernel CPU update
+    (6.1 against 13.4 ms for BERT's 5.4M parameters, benchmarks/RESULTS.md)."""
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(
         [{"params": [p for p in params if p.ndim >= 2], "weight_decay": OPT_CONFIG.weight_decay},
          {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
         lr=OPT_CONFIG.learning_rate * 0.5, betas=(OPT_CONFIG.adam_b1, OPT_CONFIG.adam_b2),
-        eps=OPT_CONFIG.adam_eps)
+        eps=OPT_CONFIG.adam_eps, fused=fused or None)
 
 
 def _torch_setup(threads: int):
@@ -395,7 +398,7 @@ class TorchSeq2SeqStep(TorchStep):
     """`TorchStep` (timing) around `build_torch_seq2seq`: label-smoothed, weighted CE."""
 
     def __init__(self, cfg: Any, batch: dict[str, np.ndarray], threads: int,
-                 label_smoothing: float):
+                 label_smoothing: float, fused_adamw: bool = False):
         torch = _torch_setup(threads)
         import torch.nn.functional as F
 
@@ -403,7 +406,7 @@ class TorchSeq2SeqStep(TorchStep):
         self.label_smoothing = label_smoothing
         self.model = build_torch_seq2seq(cfg)
         self.num_params = sum(p.numel() for p in self.model.parameters())
-        self.opt = _adamw(torch, self.model)
+        self.opt = _adamw(torch, self.model, fused_adamw)
         self.inputs, self.targets, self.weights = self._tensors(batch)
         self.first_loss = self._step()
 
@@ -446,7 +449,7 @@ class TorchMLMStep(TorchStep):
     """`TorchStep` (timing) around `build_torch_bert`; chooses and corrupts 15% every step."""
 
     def __init__(self, cfg: Any, batch: dict[str, np.ndarray], threads: int,
-                 head_everywhere: bool = False):
+                 head_everywhere: bool = False, fused_adamw: bool = False):
         torch = _torch_setup(threads)
         import torch.nn.functional as F
 
@@ -454,7 +457,7 @@ class TorchMLMStep(TorchStep):
         self.head_everywhere = head_everywhere
         self.model = build_torch_bert(cfg)
         self.num_params = sum(p.numel() for p in self.model.parameters())
-        self.opt = _adamw(torch, self.model)
+        self.opt = _adamw(torch, self.model, fused_adamw)
         self.tokens = torch.from_numpy(batch["inputs"]).long()
         self.valid = torch.from_numpy(batch["weights"]) > 0
         self.gen = torch.Generator().manual_seed(1)
@@ -541,7 +544,8 @@ def setup_transformer(args, threads: int, use_torch: bool) -> dict[str, Any]:
                                     cfg.mlp_dim, cfg.vocab_size, args.tf_batch, args.tf_src_len,
                                     args.tf_tgt_len)}
     if use_torch:
-        w["torch"] = TorchSeq2SeqStep(cfg, batch, threads, cfg.label_smoothing)
+        w["torch"] = TorchSeq2SeqStep(cfg, batch, threads, cfg.label_smoothing,
+                                      args.torch_fused_adamw)
         if args.check:
             check = seq2seq_batch(args.tf_batch, args.tf_src_len, args.tf_tgt_len, args.tf_vocab,
                                   args.min_len_frac, seed=7)
@@ -572,7 +576,8 @@ def setup_bert(args, threads: int, use_torch: bool) -> dict[str, Any]:
                              args.bert_batch, args.bert_seq_len,
                              max(1, round(args.bert_seq_len * cfg.mask_rate)))}
     if use_torch:
-        w["torch"] = TorchMLMStep(cfg, batch, threads, args.mlm_head_everywhere)
+        w["torch"] = TorchMLMStep(cfg, batch, threads, args.mlm_head_everywhere,
+                                  args.torch_fused_adamw)
         if args.check:
             from zoo.tasks.masked_lm import mask_tokens
 
@@ -664,6 +669,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     g.add_argument("--mlm-head-everywhere", action="store_true",
                    help="torch runs its MLM head at every position (Hugging Face's way), the "
                         "zoo at the chosen ones only")
+    p.add_argument("--torch-fused-adamw", action="store_true",
+                   help="torch's AdamW(fused=True), its fastest CPU update, instead of the default")
     p.add_argument("--min-len-frac", type=float, default=0.75,
                    help="each sequence's length is uniform in [frac * length, length]")
     add_timing_arguments(p, steps=10, warmup=2)
