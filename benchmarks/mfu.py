@@ -45,7 +45,7 @@ def datasheet_peak(device_kind: str, dtype: str) -> float | None:
     return next((t for name, t in DATASHEET_TFLOPS if name in device_kind), None)
 
 
-def measure_peak(dtype: str, sizes: list[int], repeats: int) -> tuple[dict[int, float], float]:
+def matmul_peak(dtype: str, sizes: list[int], repeats: int) -> tuple[dict[int, float], float]:
     """Best-of-`repeats` TFLOP/s of jitted n x n matmuls in `dtype`; ({n: TFLOP/s}, max)."""
     peaks = {}
     for n in sizes:
@@ -73,6 +73,8 @@ def build_step(name: str, args, overrides: dict[str, Any]) -> tuple[Any, dict[st
     """(the zoo's compiled step, its model FLOPs, its sequence length) for one workload."""
     import jax.numpy as jnp
 
+    import zoo
+
     if name == "gpt2_small":
         T = args.gpt_seq_len
         step = JaxStep(name, args.batch, T, dtype=args.dtype, **overrides)
@@ -82,7 +84,7 @@ def build_step(name: str, args, overrides: dict[str, Any]) -> tuple[Any, dict[st
         return step, flops, T
     if name == "bert_base":
         T = args.bert_seq_len
-        vocab = overrides.get("vocab_size", 30522)
+        vocab = zoo.create_model(name, **overrides).config.vocab_size  # the batch needs it first
         step = ZooStep(name, "masked_lm", mlm_batch(args.batch, T, vocab, args.min_len_frac),
                        (jnp.zeros((1, T), jnp.int32),), dtype=args.dtype, **overrides)
         cfg = step.model.config
@@ -103,7 +105,7 @@ def run_workload(name: str, args, overrides: dict[str, Any], peak: float,
     achieved = flops["per_step"] / step_s / 1e12
     result = {
         "workload": name, "num_params": step.num_params, "dtype": args.dtype,
-        "batch": args.batch, "seq_len": seq_len, "step_s": times,
+        "batch": args.batch, "seq_len": seq_len, "step_s_per_round": times,
         "median_step_s": step_s, "tokens_per_s": args.batch * seq_len / step_s,
         "model_flops_per_step": flops["per_step"], "xla_flops_per_step": step.xla_flops,
         "achieved_tflops": achieved, "mfu_vs_measured_peak": achieved / peak,
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     device = jax.devices()[0]
     sizes = args.peak_sizes or ([1024, 2048] if device.platform == "cpu" else [4096, 8192])
-    peaks, peak = measure_peak(args.dtype, sizes, args.peak_repeats)
+    peaks, peak = matmul_peak(args.dtype, sizes, args.peak_repeats)
     datasheet = datasheet_peak(device.device_kind, args.dtype)
     print(f"device {device.device_kind} ({device.platform}); peak {peak:.2f} TFLOP/s measured"
           + (f", {datasheet:.1f} datasheet" if datasheet else ""))

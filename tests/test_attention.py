@@ -49,8 +49,9 @@ def _padded(key, batch, seq_len):
     return jnp.arange(seq_len)[None, :] < lengths[:, None]  # (B, T) bool, row 0 unpadded
 
 
-def test_head_major_attention_equals_jax_nn(kv_len=37):
+def test_head_major_attention_equals_jax_nn():
     """Cross-attention shapes (T != S), a key-padding mask and a full (B, N, T, S) mask."""
+    kv_len = 37
     q = jax.random.normal(jax.random.key(2), (3, 21, 2, 8))
     k, v = jax.random.normal(jax.random.key(3), (2, 3, kv_len, 2, 8))
     masks = [None, padding_mask(_padded(jax.random.key(4), 3, kv_len)),
