@@ -8,6 +8,8 @@ import pytest
 from zoo.nn.attention import (
     blocked_causal_attention,
     causal_attention,
+    choose_implementation,
+    dot_product_attention,
     head_major_attention,
     masked_attention,
     padding_mask,
@@ -84,3 +86,110 @@ def test_masked_attention_implementations_agree(implementation, causal):
     out = masked_attention(q, k, v, mask, causal=causal, implementation=implementation)
     rows = valid[:, :, None, None]
     chex.assert_trees_all_close(out * rows, expected * rows, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------
+# Which kernel runs: `choose_implementation` is a pure function, so every case is checked here
+# on CPU; tests/test_attention_gpu.py runs the chosen kernels on a GPU.
+
+def _choose(platform="cuda", dtype=jnp.bfloat16, head_dim=64, q_len=1024, kv_len=1024,
+            mask_kind="causal", requested=None):
+    return choose_implementation(requested, platform=platform, dtype=dtype, head_dim=head_dim,
+                                 q_len=q_len, kv_len=kv_len, mask_kind=mask_kind)
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "causal", "lengths", "causal_lengths",
+                                       "decode_step"])
+def test_cuda_picks_cudnn_for_every_mask_it_supports(mask_kind):
+    q_len = 1 if mask_kind == "decode_step" else 1024
+    assert _choose(mask_kind=mask_kind, q_len=q_len) == "cudnn"
+    assert _choose(mask_kind=mask_kind, q_len=q_len, dtype=jnp.float16) == "cudnn"
+
+
+@pytest.mark.parametrize("case,why", [
+    (dict(dtype=jnp.float32), "cuDNN flash attention is bf16/fp16 only"),
+    (dict(head_dim=60), "head width not a multiple of 8"),
+    (dict(head_dim=256), "head width above 128"),
+    (dict(mask_kind="dense"), "an arbitrary boolean mask"),
+    (dict(mask_kind="causal", q_len=5, kv_len=9), "causal with T != S"),
+])
+def test_cuda_falls_back_to_xla(case, why):
+    assert _choose(**case) == "xla", why
+
+
+def test_cross_attention_with_key_lengths_uses_cudnn():
+    assert _choose(mask_kind="lengths", q_len=37, kv_len=512) == "cudnn"
+
+
+def test_cpu_picks_the_zoos_form_and_rocm_xla():
+    for kind in ("none", "causal", "lengths", "dense", "decode_step"):
+        assert _choose(platform="cpu", mask_kind=kind, dtype=jnp.float32) == "blocked"
+        assert _choose(platform="rocm", mask_kind=kind) == "xla"
+
+
+@pytest.mark.parametrize("case,expected", [
+    (dict(mask_kind="causal"), "pallas"),
+    (dict(mask_kind="lengths", dtype=jnp.float32), "pallas"),
+    (dict(mask_kind="none", q_len=1000, kv_len=1000), "xla"),  # not whole 128-blocks
+    (dict(mask_kind="dense"), "xla"),
+    (dict(mask_kind="decode_step", q_len=1), "xla"),
+])
+def test_tpu_picks_pallas_flash_where_it_applies(case, expected):
+    assert _choose(platform="tpu", **case) == expected
+
+
+def test_requested_implementation_wins_except_for_dense_masks():
+    assert _choose(requested="xla") == "xla"
+    assert _choose(platform="cpu", requested="xla") == "xla"
+    assert _choose(requested="blocked") == "blocked"
+    assert _choose(requested="cudnn", mask_kind="dense") == "xla"
+    with pytest.raises(ValueError, match="attention_implementation must be one of"):
+        _choose(requested="flash")
+    with pytest.raises(ValueError, match="mask_kind"):
+        _choose(mask_kind="sliding")
+
+
+@pytest.mark.parametrize("implementation", [None, "xla", "blocked"])
+def test_key_lengths_equal_a_padding_mask(implementation):
+    q, k, v = jax.random.normal(jax.random.key(10), (3, 2, 40, 2, 8))
+    lengths = jnp.array([40, 17], jnp.int32)
+    valid = jnp.arange(40)[None, :] < lengths[:, None]
+    for causal in (False, True):
+        got = dot_product_attention(q, k, v, causal=causal, key_lengths=lengths,
+                                    implementation=implementation)
+        expected = jax.nn.dot_product_attention(q, k, v, mask=padding_mask(valid),
+                                                is_causal=causal)
+        rows = valid[:, :, None, None]
+        chex.assert_trees_all_close(got * rows, expected * rows, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_tpu_flash_kernel_equals_jax_nn_in_interpret_mode(causal):
+    """The Pallas TPU kernel, run by Pallas's TPU interpreter on CPU, with key lengths."""
+    from jax.experimental.pallas import tpu as pltpu
+
+    q, k, v = jax.random.normal(jax.random.key(11), (3, 2, 128, 2, 64))
+    lengths = jnp.array([128, 70], jnp.int32)
+    valid = jnp.arange(128)[None, :] < lengths[:, None]
+    rows = valid[:, :, None, None]
+
+    def flash(q, k, v):
+        return dot_product_attention(q, k, v, causal=causal, key_lengths=lengths,
+                                     implementation="pallas")
+
+    def reference(q, k, v):
+        return jax.nn.dot_product_attention(q, k, v, mask=padding_mask(valid), is_causal=causal)
+
+    with pltpu.force_tpu_interpret_mode():  # while the forward and backward kernels are traced
+        _assert_same_values_and_grads(flash, reference, q, k, v, rows=valid)
+        chex.assert_trees_all_close(flash(q, k, v) * rows, reference(q, k, v) * rows, atol=1e-5)
+
+
+def test_bf16_scores_and_softmax_run_in_float32():
+    """In bf16 the zoo's form matches jax.nn's (which upcasts the scores) to bf16 rounding."""
+    q, k, v = jax.random.normal(jax.random.key(12), (3, 2, 64, 2, 16), jnp.bfloat16)
+    got = dot_product_attention(q, k, v, causal=True)
+    expected = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")
+    assert got.dtype == jnp.bfloat16
+    chex.assert_trees_all_close(got.astype(jnp.float32), expected.astype(jnp.float32),
+                                atol=2e-2)

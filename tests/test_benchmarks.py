@@ -1,11 +1,17 @@
 """Bookkeeping of the benchmarks (no timing: performance is measured in benchmarks/, not here)."""
 import json
+import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from benchmarks import mfu
+from benchmarks import mfu, torch_gpu
 from benchmarks.gpt_step import step_flops
 from benchmarks.matmul_ceiling import step_matmuls
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_ceiling_products_add_up_to_the_steps_analytic_flops():
@@ -46,3 +52,121 @@ def test_mfu_datasheet_peaks_and_overrides():
         "num_layers": 2, "attention_implementation": "cudnn", "remat": True}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_overrides(["num_layers"])
+
+
+TINY = ["num_layers=1", "emb_dim=32", "num_heads=2", "mlp_dim=64"]
+
+
+def _positive(x) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+@pytest.mark.slow
+def test_mfu_torch_sides_eager_and_compiled_on_cpu(tmp_path):
+    """The PyTorch references (benchmarks.torch_gpu) timed beside the zoo; on CPU, shrunken.
+
+    Vocabulary 120: GPT-2's torch side pads it to 128 (nanoGPT's 50257 -> 50304); BERT's keeps
+    it (and holds the [MASK] id 103). In a subprocess: the C++ kernels torch.compile loads
+    into its process made XLA abort later while deserialising cached executables."""
+    pytest.importorskip("torch")
+    subprocess.run([
+        sys.executable, "-m", "benchmarks.mfu",
+        "--batch", "2", "--gpt-seq-len", "16", "--bert-seq-len", "16", "--steps", "1",
+        "--repeats", "2", "--warmup", "0", "--peak-sizes", "64", "--peak-repeats", "1",
+        "--torch", "both", "--override", *TINY, "vocab_size=120",
+        "--json", str(tmp_path / "mfu.json")], cwd=REPO_ROOT, check=True)
+    out = json.loads((tmp_path / "mfu.json").read_text())
+    assert out["errors"] == [] and out["skipped"] == []
+    assert out["args"]["torch"] == "both"
+    gpt, bert = out["results"]
+    assert gpt["torch"]["eager"]["vocab_size"] == 128
+    assert bert["torch"]["eager"]["vocab_size"] == 120
+    # Same parameters as the zoo's models, plus GPT-2's 8 padding rows of the token embedding.
+    assert gpt["torch"]["compile"]["num_params"] == gpt["num_params"] + (128 - 120) * 32
+    assert bert["torch"]["compile"]["num_params"] == bert["num_params"]
+    for r in (gpt, bert):
+        assert r["first_loss"] == pytest.approx(math.log(120), abs=0.3)  # uniform at init
+        eager, compiled = r["torch"]["eager"], r["torch"]["compile"]
+        vocab = eager["vocab_size"]
+        for side in (eager, compiled):
+            assert side["first_loss"] == pytest.approx(math.log(vocab), abs=0.3)
+            assert len(side["step_s_per_round"]) == 2
+            for key in ("first_step_s", "median_step_s", "tokens_per_s", "achieved_tflops",
+                        "mfu_vs_measured_peak"):
+                assert _positive(side[key]), (key, side[key])
+            assert side["mfu_vs_datasheet"] is None
+        assert compiled["first_loss"] == pytest.approx(eager["first_loss"], rel=1e-3)  # seed 0
+        assert _positive(r["zoo_over_torch_eager"]) and _positive(r["zoo_over_torch_compile"])
+        assert r["zoo_over_torch_compile"] == pytest.approx(
+            compiled["median_step_s"] / r["median_step_s"])
+    assert gpt["torch"]["eager"]["first_loss"] == pytest.approx(math.log(128), abs=0.1)
+
+
+def test_mfu_reports_failed_and_skipped_parts(capsys):
+    """A failing part is reported and the rest still run; past the budget, parts are skipped."""
+    pytest.importorskip("torch")
+    args = ["--workload", "gpt2_small", "--batch", "2", "--gpt-seq-len", "16", "--steps", "1",
+            "--repeats", "1", "--warmup", "0", "--peak-sizes", "64", "--peak-repeats", "1",
+            "--override", *TINY, "vocab_size=128"]
+    out = mfu.main([*args, "--dtype", "float16", "--torch", "eager"])  # torch: bf16 or f32
+    assert [e["part"] for e in out["errors"]] == ["gpt2_small B=2 torch eager"]
+    assert "bfloat16 autocast or float32" in out["errors"][0]["error"]
+    [zoo_only] = out["results"]
+    assert zoo_only["torch"] == {} and zoo_only["zoo_over_torch_compile"] is None
+    assert _positive(zoo_only["median_step_s"])
+
+    out = mfu.main([*args, "--batch", "2", "3", "--time-budget", "0"])
+    assert out["results"] == [] and out["errors"] == []
+    assert out["skipped"] == ["matmul peak", "gpt2_small B=2", "gpt2_small B=3"]
+    assert "SKIPPED gpt2_small B=3" in capsys.readouterr().out
+
+
+def test_torch_gpu_pads_the_vocabulary_as_nanogpt():
+    assert torch_gpu.padded_vocab(50257) == 50304
+    assert torch_gpu.padded_vocab(128) == 128 and torch_gpu.padded_vocab(129) == 256
+
+
+@pytest.mark.slow
+def test_compile_time_cold_warm_and_depths_on_cpu(tmp_path):
+    """benchmarks.compile_time as a command, tiny: (a) cold then warm persistent cache in fresh
+    processes, (b) one depth with and without scan_layers."""
+    path = tmp_path / "compile_time.json"
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.compile_time", "--workload", "gpt2_small",
+         "--override", "emb_dim=32", "num_heads=2", "mlp_dim=64", "vocab_size=128",
+         "--batch", "2", "--seq-len", "16", "--depths", "1", "--json", str(path)],
+        cwd=REPO_ROOT, check=True)
+    out = json.loads(path.read_text())
+    assert out["errors"] == [] and out["skipped"] == [] and out["info"]["platform"] == "cpu"
+    cold, warm = out["first_step"]
+    assert (cold["cache"], warm["cache"]) == ("cold", "warm")
+    for r in (cold, warm):
+        for key in ("process_to_first_loss_s", "python_startup_s", "imports_s",
+                    "build_to_first_loss_s", "compile_s"):
+            assert _positive(r[key]), (key, r[key])
+        assert r["compile_s"] < r["build_to_first_loss_s"] < r["process_to_first_loss_s"]
+        assert r["first_loss"] == pytest.approx(math.log(128), abs=0.1)
+        assert r["cache_files_after"] > 0  # the cold process filled the fresh cache
+    assert warm["first_loss"] == cold["first_loss"]
+    assert [(r["num_layers"], r["scan_layers"]) for r in out["depths"]] == [(1, True),
+                                                                             (1, False)]
+    assert _positive(out["warmup_compile_s"])
+    assert all(_positive(r["compile_s"]) for r in out["depths"])
+
+
+def test_benchmarks_import_nothing_the_gpu_host_lacks():
+    """The GPU host has no ml_collections, tensorflow_datasets, grain or num2words: the modules
+    the GPU benchmarks import (their own and, lazily, the zoo's models, tasks and train step)
+    must not need them."""
+    code = (
+        "import importlib.abc, sys\n"
+        "class Lacking(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('ml_collections', 'tensorflow_datasets', 'grain',\n"
+        "                                  'num2words'):\n"
+        "            raise ImportError(name + ' is not on the GPU host')\n"
+        "sys.meta_path.insert(0, Lacking())\n"
+        "import benchmarks.mfu, benchmarks.torch_gpu, benchmarks.compile_time\n"
+        "import zoo.models, zoo.tasks, zoo.train.step, zoo.train.optimizer, zoo.train.schedules\n"
+        "import zoo.tasks.causal_lm, zoo.tasks.masked_lm\n")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)

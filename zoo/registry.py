@@ -25,6 +25,8 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+# Config fields renamed since earlier releases: old name -> new name (old workdirs and scripts).
+RENAMED_FIELDS = {"dtype": "compute_dtype"}
 
 
 def _registered() -> dict[str, ModelSpec]:
@@ -63,6 +65,7 @@ def model_config_fields(name: str) -> tuple[str, ...]:
 def get_config(name: str, **overrides: Any):
     """The frozen config dataclass of preset `name` with `overrides` applied."""
     spec = get_spec(name)
+    overrides = upgrade_fields(spec.config_cls, overrides)
     _check_fields(name, spec.config_cls, overrides)
     return spec.config_cls(**{**spec.preset, **overrides})
 
@@ -71,6 +74,25 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     """A `flax.linen.Module` for the registered model `name`, e.g. create_model("gpt_tiny", dropout_rate=0.0)."""
     spec = get_spec(name)
     return spec.module_cls(get_config(name, **overrides))
+
+
+def upgrade_fields(config_cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with renamed fields (RENAMED_FIELDS) under their current names."""
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    return {RENAMED_FIELDS[k] if k in RENAMED_FIELDS and RENAMED_FIELDS[k] in fields else k: v
+            for k, v in values.items()}
+
+
+def saved_config_fields(name: str, saved: dict[str, Any]) -> dict[str, Any]:
+    """A model config saved by an earlier release (a workdir's metadata) as this release writes
+    it: renamed fields under their new names, fields added since at their preset values, and
+    `remat` booleans as the policy names that replaced them."""
+    spec = get_spec(name)
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    values = {k: v for k, v in upgrade_fields(spec.config_cls, saved).items() if k in fields}
+    if isinstance(values.get("remat"), bool):
+        values["remat"] = "full" if values["remat"] else "none"
+    return dataclasses.asdict(spec.config_cls(**{**spec.preset, **values}))
 
 
 def _check_fields(name: str, config_cls: type, values: dict[str, Any]) -> None:

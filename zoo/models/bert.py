@@ -24,8 +24,10 @@ import jax.numpy as jnp
 
 from zoo.models.inputs import check_tokens
 from zoo.nn.attention import check_implementation, padding_mask
-from zoo.nn.dense import dense_dot_general, dense_matmul
+from zoo.nn.dense import dense_dot_general
+from zoo.nn.precision import dtype_of
 from zoo.nn.transformer import ACTIVATIONS, EncoderBlock, run_layers
+from zoo.nn.vocab_head import pad_multiple, tied_head
 
 HEADS = ("mlm", "classification", "tagging")
 
@@ -49,16 +51,20 @@ class BertConfig:
     mask_token_id: int = 103  # [MASK] of the uncased WordPiece vocabulary
     mask_rate: float = 0.15  # masked_lm: share of tokens chosen for prediction
     scan_layers: bool = False
-    remat: bool = False
-    dtype: str = "float32"
-    attention_implementation: str | None = None  # None (auto) / "blocked" / "xla" / "cudnn"
+    scan_unroll: int = 1  # layers per scan iteration (scan_layers=True)
+    remat: str = "none"  # "none" / "dots" / "full" (zoo.nn.transformer.REMAT_POLICIES)
+    compute_dtype: str = "float32"  # mixed precision (zoo.nn.precision)
+    param_dtype: str = "float32"
+    attention_implementation: str | None = None  # None (auto) / "cudnn" / "pallas" / "xla" / ...
+    vocab_pad_multiple: int | None = None  # MLM output columns padded to it; None: 128 off CPU
 
 
 _BYTE_TINY = dict(vocab_size=264, emb_dim=128, num_heads=2, num_layers=2, mlp_dim=512,
                   max_len=256, mask_token_id=256, pooling="mean")  # bytes 0-255, [MASK] = 256
-_BASE = dict(vocab_size=30522, emb_dim=768, num_heads=12, num_layers=12, mlp_dim=3072, max_len=512)
+_BASE = dict(vocab_size=30522, emb_dim=768, num_heads=12, num_layers=12, mlp_dim=3072, max_len=512,
+             scan_layers=True)
 _LARGE = dict(vocab_size=30522, emb_dim=1024, num_heads=16, num_layers=24, mlp_dim=4096,
-              max_len=512)
+              max_len=512, scan_layers=True)
 PRESETS: dict[str, tuple[dict[str, Any], str]] = {
     # name: (preset, task). bert_tiny has BERT-Tiny's shape (L=2, H=128, A=2) over bytes.
     "bert_tiny": (_BYTE_TINY, "masked_lm"),
@@ -78,28 +84,37 @@ class BertEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, inputs: jax.Array, valid: jax.Array, segments: jax.Array | None = None,
-                 *, train: bool = False) -> tuple[jax.Array, jax.Array]:
-        """inputs (B, T), valid (B, T) bool, segments (B, T) or None (all 0)."""
+                 *, lengths: jax.Array | None = None,
+                 train: bool = False) -> tuple[jax.Array, jax.Array]:
+        """inputs (B, T), valid (B, T) bool, segments (B, T) or None (all 0); `lengths` (B,)
+        when `valid` is a prefix per row (right padding): attention then takes key lengths,
+        which cuDNN's and the TPU's flash kernels accept, instead of a boolean mask."""
         cfg = self.config
         init = nn.initializers.normal(0.02)
-        dtype = jnp.dtype(cfg.dtype)
+        dtype = dtype_of(cfg.compute_dtype)
+        param_dtype = dtype_of(cfg.param_dtype, "param_dtype")
         if segments is None:
             segments = jnp.zeros_like(inputs)
         length = inputs.shape[1]
-        x = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=init, name="word_embeddings")(
-            inputs)
-        x = x + self.param("position_embeddings", init, (cfg.max_len, cfg.emb_dim))[None, :length]
+        x = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=init, param_dtype=param_dtype,
+                     name="word_embeddings")(inputs)
+        x = x + self.param("position_embeddings", init, (cfg.max_len, cfg.emb_dim),
+                           param_dtype)[None, :length]
         x = x + nn.Embed(cfg.type_vocab_size, cfg.emb_dim, embedding_init=init,
-                         name="segment_embeddings")(segments)
-        x = nn.LayerNorm(epsilon=cfg.ln_epsilon, dtype=dtype, name="ln_embeddings")(x)
+                         param_dtype=param_dtype, name="segment_embeddings")(segments)
+        x = nn.LayerNorm(epsilon=cfg.ln_epsilon, dtype=dtype, param_dtype=param_dtype,
+                         name="ln_embeddings")(x)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
         block_kwargs = dict(pre_ln=False, dropout_rate=cfg.dropout_rate, deterministic=not train,
-                            ln_epsilon=cfg.ln_epsilon, dtype=dtype, num_heads=cfg.num_heads,
+                            ln_epsilon=cfg.ln_epsilon, dtype=dtype, param_dtype=param_dtype,
+                            num_heads=cfg.num_heads,
                             mlp_dim=cfg.mlp_dim, activation=cfg.activation, kernel_init=init,
                             out_kernel_init=init,
                             attention_implementation=cfg.attention_implementation)
-        x = run_layers(EncoderBlock, block_kwargs, cfg.num_layers, x, padding_mask(valid),
-                       scan=cfg.scan_layers, remat=cfg.remat)  # (B, T, D)
+        mask = None if lengths is not None else padding_mask(valid)
+        x = run_layers(EncoderBlock, block_kwargs, cfg.num_layers, x, mask, lengths,
+                       scan=cfg.scan_layers, remat=cfg.remat,
+                       unroll=cfg.scan_unroll)  # (B, T, D)
         if cfg.pooling == "cls":
             first = x[:, 0]
         elif cfg.pooling == "mean":
@@ -108,7 +123,7 @@ class BertEncoder(nn.Module):
         else:
             raise ValueError(f"pooling must be 'cls' or 'mean'; got {cfg.pooling!r}.")
         pooled = jnp.tanh(nn.Dense(cfg.emb_dim, kernel_init=init, dtype=dtype,
-                                   name="pooler")(first))  # (B, D)
+                                   param_dtype=param_dtype, name="pooler")(first))  # (B, D)
         return x, pooled
 
 
@@ -122,7 +137,8 @@ class Bert(nn.Module):
     Without `lengths`, positions holding `pad_token_id` are padding. `segments` (B, T) are the
     token type ids (sentence A / B); `return_hidden=True` returns (sequence, pooled) instead.
     Head "mlm" with `positions` (B, P) int runs the head at those positions only -> logits
-    (B, P, V), as the original BERT's pretraining does (zoo.tasks.masked_lm).
+    (B, P, V), as the original BERT's pretraining does (zoo.tasks.masked_lm);
+    `output_head=True` returns that head's `zoo.nn.vocab_head.OutputHead` instead of logits.
     """
 
     config: BertConfig
@@ -130,7 +146,7 @@ class Bert(nn.Module):
     @nn.compact
     def __call__(self, inputs: jax.Array, lengths: jax.Array | None = None, *,
                  segments: jax.Array | None = None, positions: jax.Array | None = None,
-                 train: bool = False, return_hidden: bool = False):
+                 train: bool = False, return_hidden: bool = False, output_head: bool = False):
         cfg = self.config
         check_tokens(inputs, cfg.vocab_size, cfg.max_len)
         check_implementation(cfg.attention_implementation)
@@ -142,27 +158,34 @@ class Bert(nn.Module):
         if lengths is None:
             valid = inputs != cfg.pad_token_id
         else:
+            lengths = jnp.clip(lengths, 0, inputs.shape[1]).astype(jnp.int32)
             valid = jnp.arange(inputs.shape[1])[None, :] < lengths[:, None]  # (B, T)
         encoder = BertEncoder(cfg, name="bert")
-        sequence, pooled = encoder(inputs, valid, segments, train=train)
+        sequence, pooled = encoder(inputs, valid, segments, lengths=lengths, train=train)
         if return_hidden:
             return sequence, pooled
         init = nn.initializers.normal(0.02)
         if cfg.head == "mlm":
             if positions is not None:
                 sequence = jnp.take_along_axis(sequence, positions[..., None], axis=1)  # B,P,D
-            h = nn.Dense(cfg.emb_dim, kernel_init=init, dot_general=dense_dot_general,
-                         name="mlm_dense")(sequence)
+            dtype = dtype_of(cfg.compute_dtype)
+            param_dtype = dtype_of(cfg.param_dtype, "param_dtype")
+            h = nn.Dense(cfg.emb_dim, kernel_init=init, dtype=dtype, param_dtype=param_dtype,
+                         dot_general=dense_dot_general, name="mlm_dense")(sequence)
             h = ACTIVATIONS[cfg.activation](h)
-            h = nn.LayerNorm(epsilon=cfg.ln_epsilon, name="mlm_ln")(h)
+            h = nn.LayerNorm(epsilon=cfg.ln_epsilon, dtype=dtype, param_dtype=param_dtype,
+                             name="mlm_ln")(h)
             table = encoder.variables["params"]["word_embeddings"]["embedding"]  # (V, D), tied
-            bias = self.param("mlm_bias", nn.initializers.zeros, (cfg.vocab_size,))
-            return dense_matmul(h.astype(jnp.float32), table.T) + bias[None, None]  # (B, T, V)
+            bias = self.param("mlm_bias", nn.initializers.zeros, (cfg.vocab_size,), param_dtype)
+            head = tied_head(h, table, bias=bias, dtype=dtype,
+                             multiple=pad_multiple(cfg.vocab_pad_multiple))
+            return head if output_head else head.logits()  # (B, T|P, V) float32
         drop = nn.Dropout(cfg.dropout_rate)
         features = pooled if cfg.head == "classification" else sequence
         features = drop(features, deterministic=not train)
-        return nn.Dense(cfg.num_classes, kernel_init=init, name="classifier")(
-            features.astype(jnp.float32))  # (B, C) or (B, T, C)
+        return nn.Dense(cfg.num_classes, kernel_init=init,
+                        param_dtype=dtype_of(cfg.param_dtype, "param_dtype"), name="classifier")(
+            features.astype(jnp.float32))  # (B, C) or (B, T, C) float32
 
 
 def _register() -> None:

@@ -5,6 +5,8 @@ embedding and the output softmax, trained on the sum of both losses. Each layer'
 representation is [forward h; backward h] (2H); layer 0 is [x; x] (so `emb_dim` must equal
 `hidden_size`). `ELMoEmbedder` turns a trained biLM into a reusable layer that returns the
 learned weighted sum (`zoo.nn.scalar_mix.ScalarMix`) of those L + 1 representations.
+Mixed precision follows `zoo.nn.precision`: the layers' representations are in the compute
+dtype, the logits float32.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from zoo.models.inputs import check_tokens
+from zoo.nn.cells import accumulating_dot_general
+from zoo.nn.precision import dtype_of
 from zoo.nn.recurrent import RecurrentLayer
 from zoo.nn.scalar_mix import ScalarMix
 
@@ -28,6 +32,8 @@ class ELMoConfig:
     dropout_rate: float = 0.1
     cell: str = "lstm"
     unroll: int = 1
+    compute_dtype: str = "float32"  # mixed precision (zoo.nn.precision)
+    param_dtype: str = "float32"
 
 
 class ELMoBiLM(nn.Module):
@@ -47,20 +53,24 @@ class ELMoBiLM(nn.Module):
         if cfg.emb_dim != cfg.hidden_size:
             raise ValueError(f"elmo_bilm needs emb_dim == hidden_size (layer 0 is [x; x]); got "
                              f"{cfg.emb_dim} and {cfg.hidden_size}.")
+        dtype = dtype_of(cfg.compute_dtype)
+        param_dtype = dtype_of(cfg.param_dtype, "param_dtype")
+        dtypes = dict(dtype=dtype, param_dtype=param_dtype)
         dropout = nn.Dropout(cfg.dropout_rate, deterministic=not train)
-        x = nn.Embed(cfg.vocab_size, cfg.emb_dim, name="embed")(tokens)  # (B, T, E)
+        x = nn.Embed(cfg.vocab_size, cfg.emb_dim, **dtypes, name="embed")(tokens)  # (B, T, E)
         layers = [jnp.concatenate([x, x], axis=-1)]
         fwd, bwd = dropout(x), dropout(x)
         for layer in range(cfg.num_layers):
-            fwd, _ = RecurrentLayer(cfg.cell, cfg.hidden_size, unroll=cfg.unroll,
+            fwd, _ = RecurrentLayer(cfg.cell, cfg.hidden_size, unroll=cfg.unroll, **dtypes,
                                     name=f"forward_{layer}")(fwd, lengths)
             bwd, _ = RecurrentLayer(cfg.cell, cfg.hidden_size, reverse=True, unroll=cfg.unroll,
-                                    name=f"backward_{layer}")(bwd, lengths)
+                                    **dtypes, name=f"backward_{layer}")(bwd, lengths)
             layers.append(jnp.concatenate([fwd, bwd], axis=-1))  # (B, T, 2H)
             fwd, bwd = dropout(fwd), dropout(bwd)
         if return_layers:
-            return jnp.stack(layers)  # (L + 1, B, T, 2H)
-        softmax = nn.Dense(cfg.vocab_size, name="softmax")  # shared by both directions
+            return jnp.stack(layers)  # (L + 1, B, T, 2H) compute dtype
+        softmax = nn.Dense(cfg.vocab_size, **dtypes, dot_general=accumulating_dot_general,
+                           name="softmax")  # shared by both directions; float32 logits
         return softmax(fwd), softmax(bwd)
 
 

@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 
 from zoo.models.inputs import check_tokens
-from zoo.nn.dense import dense_matmul
+from zoo.nn.precision import dtype_of
 from zoo.nn.transformer import DecoderBlock, run_layers
+from zoo.nn.vocab_head import OutputHead, pad_multiple, tied_head
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,16 +34,21 @@ class GPTConfig:
     max_len: int = 256
     dropout_rate: float = 0.1
     scan_layers: bool = False  # run the block stack as one nn.scan (faster compiles, same numbers)
-    remat: bool = False  # recompute block activations in the backward pass (saves memory)
-    dtype: str = "float32"  # compute dtype; parameters stay float32
-    attention_implementation: str | None = None  # None (auto) / "blocked" / "xla" / "cudnn"
+    scan_unroll: int = 1  # layers per scan iteration (scan_layers=True)
+    remat: str = "none"  # what blocks keep for the backward pass: "none" / "dots" / "full"
+    compute_dtype: str = "float32"  # mixed precision (zoo.nn.precision): "bfloat16" on GPU/TPU
+    param_dtype: str = "float32"
+    attention_implementation: str | None = None  # None (auto) / "cudnn" / "pallas" / "xla" / ...
+    vocab_pad_multiple: int | None = None  # output columns padded to it; None: 128 off CPU
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Trains on a 2-core CPU in minutes (byte-level vocabulary).
     "gpt_tiny": dict(vocab_size=256, emb_dim=256, num_heads=4, num_layers=4, mlp_dim=1024,
                      max_len=256, dropout_rate=0.1),
-    # GPT-2 sizes (Radford et al. 2019): 124,439,808 and 354,823,168 parameters.
+    # GPT-2 sizes (Radford et al. 2019): 124,439,808 and 354,823,168 parameters. Unrolled: on an
+    # H200 the scanned stack's step took 25.1 ms against 20.1 ms (B=8, bf16), while both
+    # compiled in 11-15 s with the zoo's XLA GPU flags (benchmarks/RESULTS.md).
     "gpt2_small": dict(vocab_size=50257, emb_dim=768, num_heads=12, num_layers=12, mlp_dim=3072,
                        max_len=1024, dropout_rate=0.1),
     "gpt2_medium": dict(vocab_size=50257, emb_dim=1024, num_heads=16, num_layers=24,
@@ -59,21 +65,26 @@ class GPT(nn.Module):
         logits = model.apply(variables, tokens, train=False)
         logits = model.apply(variables, tokens, train=True, rngs={"dropout": key})
     With `decode=True` (and `mutable=["cache"]`) it runs incrementally on a KV cache; see
-    `init_cache` and `zoo.decode`.
+    `init_cache` and `zoo.decode`. With `output_head=True` it returns the
+    `zoo.nn.vocab_head.OutputHead` (final features and padded output kernel) instead of logits,
+    for a loss that never materialises them all (`zoo.tasks.losses`).
     """
 
     config: GPTConfig
 
     @nn.compact
-    def __call__(self, tokens: jax.Array, *, train: bool = False, decode: bool = False) -> jax.Array:
+    def __call__(self, tokens: jax.Array, *, train: bool = False, decode: bool = False,
+                 output_head: bool = False) -> jax.Array | OutputHead:
         cfg = self.config
         check_tokens(tokens, cfg.vocab_size, cfg.max_len)
-        dtype = jnp.dtype(cfg.dtype)
+        dtype = dtype_of(cfg.compute_dtype)
+        param_dtype = dtype_of(cfg.param_dtype, "param_dtype")
         batch, length = tokens.shape
 
         embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=nn.initializers.normal(0.02),
-                         name="wte")
-        pos_embed = self.param("wpe", nn.initializers.normal(0.01), (cfg.max_len, cfg.emb_dim))
+                         param_dtype=param_dtype, name="wte")
+        pos_embed = self.param("wpe", nn.initializers.normal(0.01), (cfg.max_len, cfg.emb_dim),
+                               param_dtype)
         if decode:
             # Position of the first new token = number of tokens already in the cache.
             is_init = not self.has_variable("cache", "position")
@@ -93,6 +104,7 @@ class GPT(nn.Module):
             deterministic=not train,
             ln_epsilon=1e-5,
             dtype=dtype,
+            param_dtype=param_dtype,
             num_heads=cfg.num_heads,
             mlp_dim=cfg.mlp_dim,
             activation="gelu_tanh",
@@ -103,12 +115,13 @@ class GPT(nn.Module):
             attention_implementation=cfg.attention_implementation,
         )
         x = run_layers(DecoderBlock, block_kwargs, cfg.num_layers, x, scan=cfg.scan_layers,
-                       remat=cfg.remat)
+                       remat=cfg.remat, unroll=cfg.scan_unroll)
 
-        x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, name="ln_f")(x)
-        # (B, T, V), tied to the token embedding (embed.attend, as one 2-D matmul)
-        logits = dense_matmul(x.astype(jnp.float32), embed.embedding.astype(jnp.float32).T)
-        return logits
+        x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, param_dtype=param_dtype, name="ln_f")(x)
+        # Output tied to the token embedding: features (B, T, D) @ embeddingᵀ (D, Vp).
+        head = tied_head(x, embed.embedding, multiple=pad_multiple(cfg.vocab_pad_multiple),
+                         dtype=dtype)
+        return head if output_head else head.logits()  # (B, T, V) float32
 
 
 def init_cache(model: GPT, batch_size: int, cache_len: int | None = None) -> Any:

@@ -187,9 +187,9 @@ def load_hf_checkpoint(path: str | os.PathLike, *, dtype: Any = None,
     Args:
       path: a directory with `config.json` and the weights (see `load_hf_state_dict`).
       dtype: the parameters' dtype (e.g. "bfloat16"); default float32. The compute dtype is
-        the config's `dtype` field (`overrides={"dtype": ...}`).
+        the config's `compute_dtype` field (`overrides={"compute_dtype": ...}`).
       overrides: config fields the checkpoint does not fix (dropout_rate, scan_layers, remat,
-        dtype, attention_implementation, mask_token_id, ...). `scan_layers=True` returns the
+        compute_dtype, attention_implementation, mask_token_id, ...). `scan_layers=True` returns the
         layers stacked under `layers` (leading axis L).
 
     Returns:

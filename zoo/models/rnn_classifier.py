@@ -2,6 +2,9 @@
 
 Both read int tokens (B, T) with optional `lengths` (B,) (padding never changes the result):
 the classifier returns one logit vector per sequence (B, C), the tagger one per token (B, T, C).
+Mixed precision follows `zoo.nn.precision` (`compute_dtype`, `param_dtype`; pooling and the
+logits are float32), and `rnn_implementation="cudnn"` runs an LSTM through cuDNN
+(`zoo.nn.cudnn_lstm`), as in `zoo.models.rnn_lm`.
 """
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from zoo.models.inputs import check_tokens
+from zoo.nn.cells import accumulating_dot_general, accumulation_dtype, cast
+from zoo.nn.precision import dtype_of
 from zoo.nn.recurrent import RecurrentStack, stack_over_tokens
 
 
@@ -28,23 +33,41 @@ class RNNClassifierConfig:
     bidirectional: bool = True
     pooling: str = "last"  # "last" (final states) | "mean" | "max" over valid positions
     unroll: int = 1
+    compute_dtype: str = "float32"  # mixed precision (zoo.nn.precision)
+    param_dtype: str = "float32"
+    rnn_implementation: str = "scan"  # "scan" | "cudnn" (LSTM, float32, NVIDIA GPU)
 
 
 POOLINGS = ("last", "mean", "max")
 
 
 def _encode(cfg: Any, tokens: jax.Array, lengths: jax.Array | None, train: bool):
-    """Embedding + recurrent stack -> (outputs (B, T, H * dirs), carry)."""
+    """Embedding + recurrent stack -> (outputs (B, T, H * dirs) in the compute dtype, carry)."""
     check_tokens(tokens, cfg.vocab_size)
-    embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, name="embed")
+    dtype = dtype_of(cfg.compute_dtype)
+    param_dtype = dtype_of(cfg.param_dtype, "param_dtype")
+    embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, dtype=dtype, param_dtype=param_dtype,
+                     name="embed")
     stack = RecurrentStack(cfg.cell, cfg.hidden_size, cfg.num_layers, cfg.bidirectional,
-                           cfg.dropout_rate, cfg.unroll, name="rnn")
+                           cfg.dropout_rate, cfg.unroll, dtype=dtype, param_dtype=param_dtype,
+                           implementation=cfg.rnn_implementation, name="rnn")
     return stack_over_tokens(stack, embed, tokens, cfg.dropout_rate, train, lengths=lengths)
+
+
+def _logits(cfg: Any, features: jax.Array, name: str) -> jax.Array:
+    """Dense onto the classes: compute-dtype operands, float32 logits (..., C)."""
+    return nn.Dense(cfg.num_classes, dtype=dtype_of(cfg.compute_dtype),
+                    param_dtype=dtype_of(cfg.param_dtype, "param_dtype"),
+                    dot_general=accumulating_dot_general, name=name)(features)
 
 
 def pool(outputs: jax.Array, final_h: jax.Array, lengths: jax.Array | None, how: str,
          num_directions: int) -> jax.Array:
-    """Sequence features (B, F) from outputs (B, T, F) and the stack's h (L*dirs, B, H)."""
+    """Sequence features (B, F) from outputs (B, T, F) and the stack's h (L*dirs, B, H).
+
+    Sums and maxima run in (at least) float32 whatever the outputs' dtype.
+    """
+    outputs = cast(outputs, accumulation_dtype(outputs.dtype))
     if how == "last":  # last layer's final h per direction: forward at the true end, backward at 0
         return jnp.concatenate(list(final_h[-num_directions:]), axis=-1)
     if lengths is None:
@@ -70,7 +93,7 @@ class RNNClassifier(nn.Module):
         outputs, carry = _encode(cfg, tokens, lengths, train)
         features = pool(outputs, carry[0], lengths, cfg.pooling, 2 if cfg.bidirectional else 1)
         features = nn.Dropout(cfg.dropout_rate)(features, deterministic=not train)
-        return nn.Dense(cfg.num_classes, name="classifier")(features)  # (B, C)
+        return _logits(cfg, features, "classifier")  # (B, C) float32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +107,9 @@ class RNNTaggerConfig:
     cell: str = "lstm"
     bidirectional: bool = True
     unroll: int = 1
+    compute_dtype: str = "float32"  # mixed precision (zoo.nn.precision)
+    param_dtype: str = "float32"
+    rnn_implementation: str = "scan"  # "scan" | "cudnn" (LSTM, float32, NVIDIA GPU)
 
 
 class RNNTagger(nn.Module):
@@ -96,7 +122,7 @@ class RNNTagger(nn.Module):
                  train: bool = False) -> jax.Array:
         outputs, _ = _encode(self.config, tokens, lengths, train)
         outputs = nn.Dropout(self.config.dropout_rate)(outputs, deterministic=not train)
-        return nn.Dense(self.config.num_classes, name="tagger")(outputs)  # (B, T, C)
+        return _logits(self.config, outputs, "tagger")  # (B, T, C) float32
 
 
 def _register() -> None:

@@ -3,6 +3,11 @@
 Token embedding -> dropout -> `num_layers` scanned recurrent layers (inter-layer dropout) ->
 dropout -> output projection to the vocabulary (optionally tied to the embedding).
 
+Mixed precision follows `zoo.nn.precision` (`compute_dtype`, `param_dtype`): the embedding,
+the recurrent matmuls and the output projection take compute-dtype operands, while the
+recurrent carry and the logits are float32. `rnn_implementation="cudnn"` runs an LSTM through
+cuDNN on an NVIDIA GPU (float32 only; `zoo.nn.cudnn_lstm`) with the same parameters.
+
 Shapes: B batch, T length (any: a recurrent model has no maximum), E `emb_dim`,
 H `hidden_size`, V `vocab_size`. Generation carries the recurrent state (`RNNLMDecoder`).
 """
@@ -13,11 +18,13 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from zoo.models.inputs import check_tokens
 from zoo.nn.cells import Carry
-from zoo.nn.dense import dense_dot_general, dense_matmul
+from zoo.nn.precision import dtype_of
 from zoo.nn.recurrent import RecurrentStack, stack_over_tokens
+from zoo.nn.vocab_head import OutputHead, dense_head, tied_head
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +37,9 @@ class RNNLMConfig:
     cell: str = "lstm"  # "lstm" | "gru" | "rnn_tanh" | "rnn_relu"
     unroll: int = 1  # time steps per scan iteration (lax.scan unroll)
     tie_embeddings: bool = False  # output projection = embedding^T (needs emb_dim == hidden_size)
+    compute_dtype: str = "float32"  # mixed precision (zoo.nn.precision): "bfloat16" on GPU/TPU
+    param_dtype: str = "float32"
+    rnn_implementation: str = "scan"  # "scan" | "cudnn" (LSTM, float32, NVIDIA GPU)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -37,6 +47,23 @@ PRESETS: dict[str, dict[str, Any]] = {
     "lstm_lm": {"cell": "lstm"},
     "gru_lm": {"cell": "gru"},
 }
+
+
+class OutputProjection(nn.Module):
+    """The parameters of `nn.Dense(features)` (kernel (D, V), bias (V,), Dense's initializers)
+    as an output head: x (..., D) -> `zoo.nn.vocab_head.OutputHead` (float32 logits)."""
+
+    features: int
+    dtype: Any = jnp.float32  # the matmul operands' dtype
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> OutputHead:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features),
+                            self.param_dtype)  # (D, V)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,),
+                          self.param_dtype)  # (V,)
+        return dense_head(x, kernel, bias, dtype=self.dtype)
 
 
 class RNNLM(nn.Module):
@@ -49,31 +76,39 @@ class RNNLM(nn.Module):
 
     `carry` parts are (num_layers, B, H) ((h, c) for the LSTM), as `torch.nn.LSTM` returns;
     passing the final carry of one chunk as the initial carry of the next is truncated BPTT.
+    With `output_head=True` it returns the `zoo.nn.vocab_head.OutputHead` (final features and
+    output kernel) instead of the logits, for a loss that projects a chunk at a time
+    (`zoo.tasks.losses`). Logits are float32 whatever the compute dtype.
     """
 
     config: RNNLMConfig
 
     @nn.compact
     def __call__(self, tokens: jax.Array, *, train: bool = False,
-                 initial_carry: Carry | None = None,
-                 return_carry: bool = False) -> jax.Array | tuple[jax.Array, Carry]:
+                 initial_carry: Carry | None = None, return_carry: bool = False,
+                 output_head: bool = False) -> Any:
         cfg = self.config
         check_tokens(tokens, cfg.vocab_size)
         if cfg.tie_embeddings and cfg.emb_dim != cfg.hidden_size:
             raise ValueError(f"tie_embeddings needs emb_dim == hidden_size; got {cfg.emb_dim} "
                              f"and {cfg.hidden_size}. Set them equal or tie_embeddings=False.")
-        embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, name="embed")
+        dtype = dtype_of(cfg.compute_dtype)
+        param_dtype = dtype_of(cfg.param_dtype, "param_dtype")
+        embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, dtype=dtype, param_dtype=param_dtype,
+                         name="embed")
         stack = RecurrentStack(cfg.cell, cfg.hidden_size, cfg.num_layers,
-                               dropout_rate=cfg.dropout_rate, unroll=cfg.unroll, name="rnn")
+                               dropout_rate=cfg.dropout_rate, unroll=cfg.unroll, dtype=dtype,
+                               param_dtype=param_dtype, implementation=cfg.rnn_implementation,
+                               name="rnn")
         x, carry = stack_over_tokens(stack, embed, tokens, cfg.dropout_rate, train,
-                                     initial_carry=initial_carry)  # (B, T, H)
+                                     initial_carry=initial_carry)  # (B, T, H) compute dtype
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)  # (B, T, H)
-        if cfg.tie_embeddings:
-            logits = dense_matmul(x, embed.embedding.T)  # embed.attend, as one 2-D matmul
+        if cfg.tie_embeddings:  # features (B, T, H) @ embeddingᵀ (H, V)
+            head = tied_head(x, embed.embedding, dtype=dtype)
         else:
-            logits = nn.Dense(cfg.vocab_size, dot_general=dense_dot_general,
-                              name="logits")(x)  # (B, T, V)
-        return (logits, carry) if return_carry else logits
+            head = OutputProjection(cfg.vocab_size, dtype, param_dtype, name="logits")(x)
+        out = head if output_head else head.logits()  # logits (B, T, V) float32
+        return (out, carry) if return_carry else out
 
 
 class RNNLMDecoder:

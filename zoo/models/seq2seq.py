@@ -41,6 +41,7 @@ import jax.numpy as jnp
 from zoo.data.vocab import BOS_ID, PAD_ID
 from zoo.models.inputs import check_tokens
 from zoo.nn.cells import cell_params, get_cell_type, project_inputs
+from zoo.nn.precision import dtype_of
 from zoo.nn.recurrent import RecurrentStack
 from zoo.nn.rnn_attention import BahdanauAttention, LuongAttention
 
@@ -60,7 +61,7 @@ class Seq2SeqConfig:
     dropout_rate: float = 0.1
     max_len: int = 128  # longest source / target accepted
     tie_embeddings: bool = False  # output layer = target embedding^T (features width == emb_dim)
-    dtype: str = "float32"  # compute dtype of the attention and output layers (RNNs: float32)
+    compute_dtype: str = "float32"  # of the attention and output layers (zoo.nn.precision)
     unroll: int = 1  # time steps per scan iteration (encoder and decoder loops)
 
 
@@ -134,7 +135,7 @@ class AttentionDecoder(nn.Module):
     def setup(self):
         cfg = self.config
         hidden = cfg.hidden_size
-        dtype = jnp.dtype(cfg.dtype)
+        dtype = dtype_of(cfg.compute_dtype)
         extra = 0
         if cfg.attention == "bahdanau":
             extra = _memory_size(cfg)
@@ -217,7 +218,7 @@ class Seq2Seq(nn.Module):
     def setup(self):
         cfg = self.config
         _check_config(cfg)
-        dtype = jnp.dtype(cfg.dtype)
+        dtype = dtype_of(cfg.compute_dtype)
         self.src_embed = nn.Embed(cfg.vocab_size, cfg.emb_dim)  # the recurrences run in float32
         self.tgt_embed = nn.Embed(cfg.vocab_size, cfg.emb_dim)
         self.encoder = RecurrentStack(cfg.cell, cfg.hidden_size, cfg.num_layers,

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from zoo.data.vocab import BOS_ID, PAD_ID
 from zoo.models.inputs import check_tokens
 from zoo.nn.attention import check_implementation, padding_mask
+from zoo.nn.precision import dtype_of
 from zoo.nn.transformer import DecoderBlock, EncoderBlock, Positions, run_layers
 
 
@@ -44,9 +45,11 @@ class TransformerConfig:
     share_embeddings: bool = True  # source, target and output embeddings are one matrix
     label_smoothing: float = 0.1  # read by the seq2seq task
     scan_layers: bool = False
-    remat: bool = False
-    dtype: str = "float32"
-    attention_implementation: str | None = None  # None (auto) / "xla" / "cudnn" / "blocked"
+    scan_unroll: int = 1  # layers per scan iteration (scan_layers=True)
+    remat: str = "none"  # "none" / "dots" / "full" (zoo.nn.transformer.REMAT_POLICIES)
+    compute_dtype: str = "float32"  # mixed precision (zoo.nn.precision)
+    param_dtype: str = "float32"
+    attention_implementation: str | None = None  # None (auto) / "cudnn" / "pallas" / "xla" / ...
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -63,7 +66,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def _block_kwargs(cfg: TransformerConfig, train: bool) -> dict[str, Any]:
     return dict(pre_ln=cfg.pre_ln, dropout_rate=cfg.dropout_rate, deterministic=not train,
-                ln_epsilon=1e-5, dtype=jnp.dtype(cfg.dtype), num_heads=cfg.num_heads,
+                ln_epsilon=1e-5, dtype=dtype_of(cfg.compute_dtype),
+                param_dtype=dtype_of(cfg.param_dtype, "param_dtype"), num_heads=cfg.num_heads,
                 mlp_dim=cfg.mlp_dim, activation=cfg.activation,
                 kernel_init=nn.initializers.xavier_uniform(),
                 out_kernel_init=nn.initializers.xavier_uniform(),
@@ -83,9 +87,11 @@ class Encoder(nn.Module):
             inputs.shape[1])[None]
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
         x = run_layers(EncoderBlock, _block_kwargs(cfg, train), cfg.num_encoder_layers, x,
-                       padding_mask(inputs != PAD_ID), scan=cfg.scan_layers, remat=cfg.remat)
+                       padding_mask(inputs != PAD_ID), scan=cfg.scan_layers, remat=cfg.remat,
+                       unroll=cfg.scan_unroll)
         if cfg.pre_ln:
-            x = nn.LayerNorm(epsilon=1e-5, dtype=jnp.dtype(cfg.dtype), name="ln_f")(x)
+            x = nn.LayerNorm(epsilon=1e-5, dtype=dtype_of(cfg.compute_dtype),
+                             param_dtype=dtype_of(cfg.param_dtype, "param_dtype"), name="ln_f")(x)
         return x
 
 
@@ -114,14 +120,16 @@ class Decoder(nn.Module):
         y = nn.Dropout(cfg.dropout_rate)(y, deterministic=not train)
         kwargs = dict(_block_kwargs(cfg, train), cross_attention=True, decode=decode)
         y = run_layers(DecoderBlock, kwargs, cfg.num_decoder_layers, y, encoded,
-                       padding_mask(source_valid), scan=cfg.scan_layers, remat=cfg.remat)
+                       padding_mask(source_valid), scan=cfg.scan_layers, remat=cfg.remat,
+                       unroll=cfg.scan_unroll)
         if cfg.pre_ln:
-            y = nn.LayerNorm(epsilon=1e-5, dtype=jnp.dtype(cfg.dtype), name="ln_f")(y)
+            y = nn.LayerNorm(epsilon=1e-5, dtype=dtype_of(cfg.compute_dtype),
+                             param_dtype=dtype_of(cfg.param_dtype, "param_dtype"), name="ln_f")(y)
         y = y.astype(jnp.float32)
         if cfg.share_embeddings:
             return self.embed.attend(y)
         return nn.Dense(cfg.vocab_size, kernel_init=nn.initializers.xavier_uniform(),
-                        name="logits")(y)
+                        param_dtype=dtype_of(cfg.param_dtype, "param_dtype"), name="logits")(y)
 
 
 class Transformer(nn.Module):
@@ -141,12 +149,13 @@ class Transformer(nn.Module):
         cfg = self.config
         check_implementation(cfg.attention_implementation)
         embed_init = nn.initializers.normal(cfg.emb_dim**-0.5)
+        param_dtype = dtype_of(cfg.param_dtype, "param_dtype")
         self.embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=embed_init,
-                              name="embedding")
+                              param_dtype=param_dtype, name="embedding")
         target_embed = self.embed
         if not cfg.share_embeddings:
             target_embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=embed_init,
-                                    name="target_embedding")
+                                    param_dtype=param_dtype, name="target_embedding")
         self.encoder = Encoder(cfg, self.embed, name="encoder")
         self.decoder = Decoder(cfg, target_embed, name="decoder")
 

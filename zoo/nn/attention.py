@@ -1,19 +1,31 @@
 """Multi-head attention shared by every transformer family: self (optionally causal) and cross
 attention, padding masks, and key/value caches for autoregressive decoding.
 
-The attention math goes through `jax.nn.dot_product_attention` on GPU and TPU, so the same
-module runs cuDNN flash attention there (`implementation="cudnn"`) or XLA's kernel ("xla"). On
-CPU the default (None, or "blocked") is the zoo's own XLA form of the same math: the heads are
-moved in front of the sequence axes before the two batched matmuls (`head_major_attention`),
-and causal self-attention over a whole sequence also skips the key blocks above the diagonal
-(`blocked_causal_attention`). On a 2-core CPU that made BERT's masked attention forward +
-backward 38 -> 23 ms per layer and gpt_tiny's causal attention 40 -> 34 ms: XLA's CPU batched
-matmuls are fastest with the batch axes leading, and `jax.nn`'s XLA form contracts 5-D
-(B, T, K, G, H) operands (it supports grouped-query attention) with the heads in the middle.
+Every attention call goes through `dot_product_attention`, which picks a kernel with
+`choose_implementation`, a pure function of (platform, dtype, head width, lengths, mask kind):
 
-Masks are boolean, True = may attend, broadcastable to (B, N, T, S); `padding_mask` builds the
-usual key-padding mask (B, 1, 1, S). Attention-probability dropout is not applied (the fused
-kernels have none); residual dropout is applied by the blocks.
+* NVIDIA GPU: cuDNN's fused flash attention (`jax.nn.dot_product_attention(...,
+  implementation="cudnn")`) whenever cuDNN supports the call: bf16/fp16 operands, head width a
+  multiple of 8 and at most 128, and a mask cuDNN expresses itself (none, causal, key lengths of
+  right-padded sequences, both, or a one-token decoding step over a KV cache). Otherwise XLA's.
+  `jax.nn.dot_product_attention(implementation=None)` would pick XLA's on a GPU, not cuDNN
+  (jax 0.10-0.11), which is why the zoo chooses for itself.
+* TPU: the Pallas flash-attention kernel (`jax.experimental.pallas.ops.tpu.flash_attention`)
+  when both lengths are multiples of its 128-wide blocks and the mask is none / causal / key
+  lengths (given to the kernel as segment ids); otherwise XLA's.
+* CPU: the zoo's own XLA form ("blocked"): heads moved in front of the sequence axes before
+  the two batched matmuls (`head_major_attention`), and causal self-attention over a whole
+  sequence skips the key blocks above the diagonal (`blocked_causal_attention`). On a 2-core
+  CPU that made BERT's masked attention forward + backward 38 -> 23 ms per layer: `jax.nn`'s
+  XLA form contracts 5-D (B, T, K, G, H) operands with the heads in the middle, which XLA-CPU
+  runs slowly.
+`attention_implementation` ("xla" / "cudnn" / "blocked" / "pallas") forces one.
+
+Masks. Padding is best given as key lengths (B,) int32 of right-padded sequences: every kernel
+takes those. A boolean `mask` (True = may attend, broadcastable to (B, N, T, S); `padding_mask`
+builds the key-padding one) can express anything, so it runs on XLA's or the zoo's form.
+Softmax runs in float32 whatever the compute dtype. Attention-probability dropout is not
+applied (the fused kernels have none); residual dropout is applied by the blocks.
 
 Shapes: B batch, T query length, S key length, D model width, N heads, H head width (D = N * H).
 """
@@ -28,10 +40,63 @@ import jax.numpy as jnp
 
 from zoo.nn.dense import dense_dot_general
 
-Implementation = Literal["xla", "cudnn", "blocked"] | None
-IMPLEMENTATIONS = (None, "xla", "cudnn", "blocked")
+Implementation = Literal["xla", "cudnn", "blocked", "pallas"] | None
+IMPLEMENTATIONS = (None, "xla", "cudnn", "blocked", "pallas")
+# What a call asks of the kernel: "none"; "causal"; "lengths" (key lengths); "causal_lengths";
+# "decode_step" (one query over a KV cache: key lengths = cache index + 1); "dense" (a boolean
+# mask of any pattern, incl. a multi-token decode over a partly filled cache).
+MASK_KINDS = ("none", "causal", "lengths", "causal_lengths", "decode_step", "dense")
 
 CAUSAL_BLOCK_SIZE = 64  # measured on a 2-core CPU: 32 and 128 are about as fast, 256 is no gain
+CUDNN_MAX_HEAD_DIM = 128  # 256 on Hopper and later; 128 holds on every cuDNN GPU
+PALLAS_BLOCK = 128  # the TPU flash kernel's default block size along both sequence axes
+
+
+def choose_implementation(requested: Implementation, *, platform: str, dtype, head_dim: int,
+                          q_len: int, kv_len: int, mask_kind: str) -> str:
+    """The attention kernel for one call: "cudnn", "pallas", "xla" or "blocked".
+
+    platform: "cuda", "rocm", "tpu" or "cpu" (`current_platform()`); dtype: the operands'.
+    A `requested` implementation is returned as it is (after validation), except that a call
+    with a boolean mask, which the fused kernels cannot take, runs on XLA's.
+    """
+    check_implementation(requested)
+    if mask_kind not in MASK_KINDS:
+        raise ValueError(f"mask_kind must be one of {MASK_KINDS}; got {mask_kind!r}.")
+    if requested in ("cudnn", "pallas") and mask_kind == "dense":
+        return "xla"
+    if requested is not None:
+        return requested
+    if platform == "cpu":
+        return "blocked"
+    half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    if platform == "cuda":
+        fits = half and head_dim % 8 == 0 and head_dim <= CUDNN_MAX_HEAD_DIM
+        causal_ok = mask_kind not in ("causal", "causal_lengths") or q_len == kv_len
+        return "cudnn" if fits and causal_ok and mask_kind != "dense" else "xla"
+    if platform == "tpu":
+        blocks = q_len % PALLAS_BLOCK == 0 and kv_len % PALLAS_BLOCK == 0
+        causal_ok = mask_kind not in ("causal", "causal_lengths") or q_len == kv_len
+        masks = ("none", "causal", "lengths", "causal_lengths")
+        return "pallas" if blocks and causal_ok and mask_kind in masks else "xla"
+    return "xla"
+
+
+def current_platform() -> str:
+    """"cuda", "rocm", "tpu" or "cpu": the default backend, with NVIDIA and AMD GPUs told apart."""
+    backend = jax.default_backend()
+    if backend != "gpu":
+        return backend
+    version = jax.devices()[0].client.platform_version.lower()
+    return "rocm" if "rocm" in version or "hip" in version else "cuda"
+
+
+def mask_kind(*, causal: bool, key_lengths: jax.Array | None, mask: jax.Array | None) -> str:
+    if mask is not None:
+        return "dense"
+    if key_lengths is not None:
+        return "causal_lengths" if causal else "lengths"
+    return "causal" if causal else "none"
 
 
 def _masked_value(dtype) -> jax.Array:
@@ -43,12 +108,13 @@ def _head_major(x: jax.Array) -> jax.Array:
 
 
 def _attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
-    """Head-major q (B, N, t, H), k and v (B, N, s, H), mask -> (B, N, t, H)."""
+    """Head-major q (B, N, t, H), k and v (B, N, s, H), mask -> (B, N, t, H); float32 softmax."""
     scale = jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
-    scores = jnp.einsum("bnth,bnsh->bnts", q, k) * scale  # (B, N, t, s)
+    scores = jnp.einsum("bnth,bnsh->bnts", q * scale, k,
+                        preferred_element_type=jnp.float32)  # (B, N, t, s)
     if mask is not None:
         scores = jnp.where(mask, scores, _masked_value(scores.dtype))
-    probs = jax.nn.softmax(scores, axis=-1)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     return jnp.einsum("bnts,bnsh->bnth", probs, v)
 
 
@@ -90,21 +156,65 @@ def blocked_causal_attention(
     return _head_major(jnp.concatenate(outs, axis=2))
 
 
-def _zoo_cpu_form(implementation: Implementation) -> bool:
-    return implementation == "blocked" or (
-        implementation is None and jax.default_backend() == "cpu")
+def lengths_mask(key_lengths: jax.Array, kv_len: int) -> jax.Array:
+    """key_lengths (B,) -> key-padding mask (B, 1, 1, S): key s is visible iff s < length."""
+    return padding_mask(jnp.arange(kv_len)[None, :] < key_lengths[:, None])
+
+
+def _pallas_flash(q, k, v, *, causal: bool, key_lengths: jax.Array | None) -> jax.Array:
+    from jax.experimental.pallas.ops.tpu import flash_attention as tpu_flash
+
+    segments = None
+    if key_lengths is not None:  # padded keys get segment 0, which no query (segment 1) sees
+        kv_segment = (jnp.arange(k.shape[1])[None, :] < key_lengths[:, None]).astype(jnp.int32)
+        segments = tpu_flash.SegmentIds(q=jnp.ones(q.shape[:2], jnp.int32), kv=kv_segment)
+    out = tpu_flash.flash_attention(_head_major(q), _head_major(k), _head_major(v),
+                                    segment_ids=segments, causal=causal,
+                                    sm_scale=q.shape[-1] ** -0.5)
+    return _head_major(out)
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool = False,
+                          key_lengths: jax.Array | None = None, mask: jax.Array | None = None,
+                          implementation: Implementation = None,
+                          decode_step: bool = False) -> jax.Array:
+    """q (B, T, N, H), k and v (B, S, N, H) -> (B, T, N, H), on the kernel
+    `choose_implementation` picks (or `implementation`).
+
+    causal: query t sees keys <= t (self-attention, T == S). key_lengths (B,) int: keys
+    s >= key_lengths[b] are padding. mask: any boolean mask broadcastable to (B, N, T, S).
+    decode_step: one query per row over a KV cache, its visible keys given by key_lengths.
+    """
+    kind = "decode_step" if decode_step else mask_kind(causal=causal, key_lengths=key_lengths,
+                                                      mask=mask)
+    impl = choose_implementation(implementation, platform=current_platform(), dtype=q.dtype,
+                                 head_dim=q.shape[-1], q_len=q.shape[1], kv_len=k.shape[1],
+                                 mask_kind=kind)
+    if key_lengths is not None:
+        key_lengths = key_lengths.astype(jnp.int32)
+    if impl == "cudnn":
+        return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation="cudnn",
+                                            key_value_seq_lengths=key_lengths)
+    if impl == "pallas":
+        return _pallas_flash(q, k, v, causal=causal, key_lengths=key_lengths)
+    if key_lengths is not None:
+        extra = lengths_mask(key_lengths, k.shape[1])
+        mask = extra if mask is None else mask & extra
+    if impl == "blocked":
+        if causal and q.shape[1] == k.shape[1]:
+            return blocked_causal_attention(q, k, v, mask=mask)
+        if causal:
+            raise ValueError(f"causal attention needs T == S; got T={q.shape[1]}, "
+                             f"S={k.shape[1]}.")
+        return head_major_attention(q, k, v, mask)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal,
+                                        implementation="xla")
 
 
 def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array,
                      implementation: Implementation = None) -> jax.Array:
-    """Causal self-attention over a whole sequence, q, k, v: (B, T, N, H) -> (B, T, N, H).
-
-    `implementation=None` picks "blocked" on CPU and lets `jax.nn.dot_product_attention`
-    choose (cuDNN where it applies, else XLA) on GPU and TPU.
-    """
-    if _zoo_cpu_form(implementation):
-        return blocked_causal_attention(q, k, v)
-    return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=implementation)
+    """Causal self-attention over a whole sequence, q, k, v: (B, T, N, H) -> (B, T, N, H)."""
+    return dot_product_attention(q, k, v, causal=True, implementation=implementation)
 
 
 def padding_mask(valid: jax.Array) -> jax.Array:
@@ -119,30 +229,21 @@ def check_implementation(implementation: Implementation) -> None:
 
 
 def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *,
-                     causal: bool = False, implementation: Implementation = None) -> jax.Array:
-    """q (B, T, N, H), k and v (B, S, N, H), mask broadcastable to (B, N, T, S) -> (B, T, N, H).
-
-    With `implementation="cudnn"` the mask must be a key-padding mask (B, 1, 1, S) of
-    right-padded sequences: it is passed to the kernel as key lengths, which cuDNN supports.
-    """
-    if _zoo_cpu_form(implementation):
-        if causal:
-            return blocked_causal_attention(q, k, v, mask=mask)
-        return head_major_attention(q, k, v, mask)
-    if mask is not None and implementation == "cudnn":
-        key_lengths = jnp.sum(mask[:, 0, 0, :], axis=-1).astype(jnp.int32)  # (B,)
-        return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation="cudnn",
-                                            key_value_seq_lengths=key_lengths)
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal,
-                                        implementation=implementation)
+                     causal: bool = False, implementation: Implementation = None,
+                     key_lengths: jax.Array | None = None) -> jax.Array:
+    """q (B, T, N, H), k and v (B, S, N, H), a boolean mask broadcastable to (B, N, T, S)
+    and/or key_lengths (B,) -> (B, T, N, H) (see `dot_product_attention`)."""
+    return dot_product_attention(q, k, v, causal=causal, key_lengths=key_lengths, mask=mask,
+                                 implementation=implementation)
 
 
 class MultiHeadAttention(nn.Module):
     """Multi-head attention: self-attention (`context=None`, fused QKV projection) or
     cross-attention (queries from `x`, keys and values from `context`, fused KV projection).
 
-    Self-attention with `causal=True` lets position t see positions <= t. `mask` (True = may
-    attend) adds padding or any other restriction.
+    Self-attention with `causal=True` lets position t see positions <= t. Padding: `key_lengths`
+    (B,) of right-padded keys (every kernel, cuDNN's included, takes them) or a boolean `mask`
+    (True = may attend, any pattern; XLA's kernel or the zoo's CPU form).
 
     With `decode=True` the module keeps a cache in the "cache" collection:
     * self-attention: `cached_key` / `cached_value` (B, S, N, H) and `cache_index`. Each call
@@ -158,7 +259,8 @@ class MultiHeadAttention(nn.Module):
 
     num_heads: int
     causal: bool = False
-    dtype: jnp.dtype = jnp.float32
+    dtype: jnp.dtype = jnp.float32  # compute dtype (zoo.nn.precision)
+    param_dtype: jnp.dtype = jnp.float32
     use_bias: bool = True
     kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
     out_kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
@@ -168,8 +270,10 @@ class MultiHeadAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, context: jax.Array | None = None,
-                 mask: jax.Array | None = None) -> jax.Array:
-        """x (B, T, D), context (B, S, Dc) or None, mask (B|1, N|1, T|1, S) -> (B, T, D)."""
+                 mask: jax.Array | None = None,
+                 key_lengths: jax.Array | None = None) -> jax.Array:
+        """x (B, T, D), context (B, S, Dc) or None, mask (B|1, N|1, T|1, S), key_lengths (B,)
+        -> (B, T, D)."""
         d_model = x.shape[-1]
         if d_model % self.num_heads:
             raise ValueError(
@@ -179,11 +283,12 @@ class MultiHeadAttention(nn.Module):
         head_dim = d_model // self.num_heads
         dense = functools.partial(nn.DenseGeneral, kernel_init=self.kernel_init,
                                   use_bias=self.use_bias, dtype=self.dtype,
-                                  dot_general=dense_dot_general)
+                                  param_dtype=self.param_dtype, dot_general=dense_dot_general)
         if self.cross:
             q = dense(features=(self.num_heads, head_dim), name="query")(x)  # (B, T, N, H)
             k, v = self._context_keys(dense, head_dim, context)  # (B, S, N, H) each
-            out = masked_attention(q, k, v, mask, implementation=self.implementation)
+            out = dot_product_attention(q, k, v, mask=mask, key_lengths=key_lengths,
+                                        implementation=self.implementation)
         else:
             qkv = dense(features=(3, self.num_heads, head_dim), name="qkv")(x)  # (B, T, 3, N, H)
             q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (B, T, N, H)
@@ -192,14 +297,16 @@ class MultiHeadAttention(nn.Module):
             else:
                 if self.decode:  # initialisation: create an empty cache of this length
                     self._init_cache(k, v)
-                out = masked_attention(q, k, v, mask, causal=self.causal,
-                                       implementation=self.implementation)
+                out = dot_product_attention(q, k, v, causal=self.causal, mask=mask,
+                                            key_lengths=key_lengths,
+                                            implementation=self.implementation)
         return nn.DenseGeneral(
             features=d_model,
             axis=(-2, -1),
             kernel_init=self.out_kernel_init,
             use_bias=self.use_bias,
             dtype=self.dtype,
+            param_dtype=self.param_dtype,
             dot_general=dense_dot_general,
             name="out",
         )(out)
@@ -233,12 +340,15 @@ class MultiHeadAttention(nn.Module):
         cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, k, (0, index, 0, 0))
         cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, v, (0, index, 0, 0))
         cache_index.value = index + num_new
-        # Query t (absolute position index + t) sees keys 0 .. index + t.
+        if num_new == 1:  # a decoding step: the query sees keys 0 .. index
+            lengths = jnp.full((q.shape[0],), index + 1, jnp.int32)  # (B,)
+            return dot_product_attention(q, cached_key.value, cached_value.value,
+                                         key_lengths=lengths, decode_step=True,
+                                         implementation=self.implementation)
+        # Several new tokens (prefill): query t (absolute position index + t) sees keys
+        # 0 .. index + t.
         query_pos = index + jnp.arange(num_new)[:, None]  # (T, 1)
         key_pos = jnp.arange(cache_len)[None, :]  # (1, S)
         mask = (key_pos <= query_pos)[None, None]  # (1, 1, T, S)
-        if _zoo_cpu_form(self.implementation):
-            return head_major_attention(q, cached_key.value, cached_value.value, mask)
-        return jax.nn.dot_product_attention(
-            q, cached_key.value, cached_value.value, mask=mask, implementation=self.implementation
-        )
+        return dot_product_attention(q, cached_key.value, cached_value.value, mask=mask,
+                                     implementation=self.implementation)

@@ -13,6 +13,12 @@ Gates are laid out in PyTorch's order, so PyTorch weights map over by a transpos
 A carry is a tuple of (B, H) arrays: (h,) for Elman and GRU, (h, c) for the LSTM. A cell's
 `step(params, carry, xp)` takes one time step's projected input xp (B, G*H) and returns the new
 carry; the output at that step is always `carry[0]` (h).
+
+Mixed precision (`zoo.nn.precision`): under a 16-bit compute dtype the matmuls take operands in
+that dtype and accumulate in float32 (`project_inputs`; `zoo.nn.recurrence` for h @ W_h), the
+projected inputs xp and the layers' outputs are in the compute dtype, and the gates, the carry
+(h and the LSTM's c) and all pointwise math stay float32. A float32 compute dtype casts nothing
+down (`operand_dtype`: float64 inputs stay float64).
 """
 from __future__ import annotations
 
@@ -27,6 +33,37 @@ from zoo.nn.dense import dense_matmul
 
 Carry = tuple[jax.Array, ...]
 Params = dict[str, jax.Array]
+
+
+def operand_dtype(dtype: Any, *arrays: jax.Array) -> jnp.dtype:
+    """The dtype of matmul operands under compute dtype `dtype`: a 16-bit `dtype` itself; for
+    float32, the widest of float32 and the arrays' dtypes (full precision: nothing is cast down,
+    so float64 gradient checks stay float64 and bfloat16 parameters are cast up)."""
+    dtype = jnp.dtype(dtype)
+    if dtype.itemsize < 4:
+        return dtype
+    return jnp.result_type(dtype, *(a.dtype for a in arrays))
+
+
+def accumulation_dtype(dtype: Any) -> jnp.dtype:
+    """The dtype matmuls accumulate in and the carry is kept in: at least float32."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def cast(x: jax.Array, dtype: Any) -> jax.Array:
+    """`x.astype(dtype)`, and no op at all when x already has that dtype."""
+    return x if x.dtype == dtype else x.astype(dtype)
+
+
+def accumulating_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precision=None,
+                             preferred_element_type=None) -> jax.Array:
+    """`lax.dot_general` that accumulates and returns at least float32: the `dot_general` of a
+    Flax Dense whose output stays float32 under a 16-bit compute dtype (a classifier's logits).
+    """
+    del preferred_element_type  # always the accumulation dtype
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                               preferred_element_type=accumulation_dtype(
+                                   jnp.result_type(lhs, rhs)))
 
 
 # Each cell is written as its *pointwise* part: (carry, xp, hw) -> new carry, where xp is the
@@ -170,29 +207,69 @@ def _bias_init(cell: CellType):
     return init
 
 
+def _at_least_float32(init: nn.initializers.Initializer) -> nn.initializers.Initializer:
+    """`init` drawing in float32 and then cast: the orthogonal initializer's QR has no 16-bit
+    kernels, and 16-bit parameters get the same values as float32 ones, rounded."""
+    def wrapped(key, shape, dtype=jnp.float32):
+        return cast(init(key, shape, accumulation_dtype(dtype)), dtype)
+
+    return wrapped
+
+
 def cell_params(module: nn.Module, cell: CellType, input_size: int, hidden_size: int,
                 kernel_init: nn.initializers.Initializer,
-                recurrent_init: nn.initializers.Initializer) -> Params:
+                recurrent_init: nn.initializers.Initializer,
+                param_dtype: Any = jnp.float32) -> Params:
     """Declares a cell's parameters on `module` (inside its compact method) and returns them."""
     width = cell.num_gates * hidden_size
     params = {
-        "input_kernel": module.param("input_kernel", kernel_init, (input_size, width)),
-        "hidden_kernel": module.param("hidden_kernel", recurrent_init, (hidden_size, width)),
-        "bias": module.param("bias", _bias_init(cell), (width,)),
+        "input_kernel": module.param("input_kernel", _at_least_float32(kernel_init),
+                                     (input_size, width), param_dtype),
+        "hidden_kernel": module.param("hidden_kernel", _at_least_float32(recurrent_init),
+                                      (hidden_size, width), param_dtype),
+        "bias": module.param("bias", _bias_init(cell), (width,), param_dtype),
     }
     if cell.hidden_bias:
-        params["hidden_bias"] = module.param("hidden_bias", nn.initializers.zeros, (hidden_size,))
+        params["hidden_bias"] = module.param("hidden_bias", nn.initializers.zeros,
+                                             (hidden_size,), param_dtype)
     return params
 
 
-def project_inputs(params: Params, x: jax.Array) -> jax.Array:
-    """(..., D) -> (..., G*H): the input half of every gate, for all time steps in one matmul."""
+class CellParams(nn.Module):
+    """Declares one recurrent layer's parameters, exactly as `RecurrentLayer` does, and returns
+    them without running the layer: `__call__(input_size)` -> params. Paths that run the cell
+    some other way (`zoo.nn.cudnn_lstm`) use it so that their params tree is the scan's."""
+
+    cell: str
+    hidden_size: int
+    param_dtype: Any = jnp.float32
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+    recurrent_init: nn.initializers.Initializer = nn.initializers.orthogonal()
+
+    @nn.compact
+    def __call__(self, input_size: int) -> Params:
+        return cell_params(self, get_cell_type(self.cell), input_size, self.hidden_size,
+                           self.kernel_init, self.recurrent_init, self.param_dtype)
+
+
+def project_inputs(params: Params, x: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+    """(..., D) -> (..., G*H): the input half of every gate, for all time steps in one matmul.
+
+    The result is in the operand dtype `operand_dtype(dtype, ...)`. The matmul returns that
+    dtype too (GPUs, TPUs and XLA:CPU accumulate 16-bit products in float32 and round once),
+    so that its gradients are 16-bit matmuls as well; the bias is added in float32.
+    """
+    kernel = params["input_kernel"]
+    op = operand_dtype(dtype, x, kernel)
+    xp = dense_matmul(cast(x, op), cast(kernel, op))  # (..., G*H)
     bias = params["bias"].reshape((1,) * (x.ndim - 1) + (-1,))
-    return dense_matmul(x, params["input_kernel"]) + bias
+    acc = accumulation_dtype(op)
+    return cast(cast(xp, acc) + cast(bias, acc), op)
 
 
-def project_tokens(params: Params, embedding: jax.Array, tokens: jax.Array) -> jax.Array:
-    """`project_inputs(params, embedding[tokens])` for int tokens (...,) -> (..., G*H).
+def project_tokens(params: Params, embedding: jax.Array, tokens: jax.Array,
+                   dtype: Any = jnp.float32) -> jax.Array:
+    """`project_inputs(params, embedding[tokens], dtype)` for int tokens (...,) -> (..., G*H).
 
     When the table has fewer rows V than there are tokens N, the V rows are projected once and
     the result is gathered: V*D*G*H instead of N*D*G*H multiply-adds in the forward pass and in
@@ -200,8 +277,8 @@ def project_tokens(params: Params, embedding: jax.Array, tokens: jax.Array) -> j
     The values are the same dot products, up to float rounding.
     """
     if embedding.shape[0] < tokens.size:
-        return jnp.take(project_inputs(params, embedding), tokens, axis=0)
-    return project_inputs(params, jnp.take(embedding, tokens, axis=0))
+        return jnp.take(project_inputs(params, embedding, dtype), tokens, axis=0)
+    return project_inputs(params, jnp.take(embedding, tokens, axis=0), dtype)
 
 
 class Cell(nn.Module):

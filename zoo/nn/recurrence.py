@@ -13,6 +13,12 @@ activations in the forward loop and give closed-form gradients (`CellType.save` 
 reverse loop then evaluates no exp or tanh); the GRU's come from `jax.vjp` of its pointwise
 function. Without `valid` (no padding) the loops do no masking at all.
 
+Precision (`zoo.nn.precision`): the matmuls (h @ W_h in both loops, dW_h after) take operands in
+the compute dtype and accumulate in float32; the gates, the carry and the saved residuals are
+float32, and the outputs are in the compute dtype. The hidden kernel and bias come in and their
+gradients go out in the parameter dtype (the casts happen inside, so the weight gradient is
+rounded once, from its float32 sum).
+
 Shapes: T time, B batch, H hidden, G gates; carries are tuples of (B, H) arrays.
 """
 from __future__ import annotations
@@ -22,7 +28,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from zoo.nn.cells import Carry, CellType
+from zoo.nn.cells import Carry, CellType, accumulation_dtype, cast, operand_dtype
 
 
 def _where(valid_t: jax.Array | None, a, b):
@@ -30,20 +36,32 @@ def _where(valid_t: jax.Array | None, a, b):
     return a if valid_t is None else jnp.where(valid_t, a, b)
 
 
-def _forward(cell: CellType, unroll: int, w_h, b_h, xp, carry, valid, save: bool):
+def _dot(a: jax.Array, b: jax.Array, dtype) -> jax.Array:
+    """a @ b with operands cast to `dtype`, accumulated (and returned) in at least float32."""
+    return jnp.matmul(cast(a, dtype), cast(b, dtype),
+                      preferred_element_type=accumulation_dtype(dtype))
+
+
+def _forward(cell: CellType, unroll: int, dtype, w_h, b_h, xp, carry, valid, save: bool):
     """The time loop; with `save`, also what the backward pass needs per step: the cell's own
     residuals (`cell.save`), else the hidden pre-activation hw_t (or, for additive cells, the
-    whole gate pre-activation xp_t + hw_t); and the previous carry."""
+    whole gate pre-activation xp_t + hw_t); and the previous carry. `dtype` is the matmul
+    operand dtype and that of the outputs."""
+    w_op = cast(w_h, dtype)  # (H, G*H), cast once rather than per step
+    b_acc = None if b_h is None else cast(b_h, accumulation_dtype(dtype))[None]  # (1, G*H)
+
     def body(c, inputs):
         xp_t, valid_t = inputs
-        hw = c[0] @ w_h if b_h is None else c[0] @ w_h + b_h[None]
+        hw = _dot(c[0], w_op, dtype)  # (B, G*H), float32
+        if b_acc is not None:
+            hw = hw + b_acc
         if save and cell.save is not None:
             new, residuals = cell.save(c, xp_t + hw)
         else:
             new = cell.pointwise(c, xp_t, hw)
             residuals = xp_t + hw if cell.additive else hw
         new = tuple(_where(valid_t, n, o) for n, o in zip(new, c))
-        y = _where(valid_t, new[0], 0.0)
+        y = cast(_where(valid_t, new[0], 0.0), dtype)  # (B, H)
         if not save:
             return new, y
         return new, (y, residuals, c)
@@ -51,13 +69,14 @@ def _forward(cell: CellType, unroll: int, w_h, b_h, xp, carry, valid, save: bool
     return jax.lax.scan(body, carry, (xp, valid), unroll=unroll)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _recurrence(cell: CellType, unroll: int, w_h, b_h, xp, carry, valid):
-    return _forward(cell, unroll, w_h, b_h, xp, carry, valid, save=False)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _recurrence(cell: CellType, unroll: int, dtype, w_h, b_h, xp, carry, valid):
+    return _forward(cell, unroll, dtype, w_h, b_h, xp, carry, valid, save=False)
 
 
-def _recurrence_fwd(cell, unroll, w_h, b_h, xp, carry, valid):
-    final, (ys, saved, prev) = _forward(cell, unroll, w_h, b_h, xp, carry, valid, save=True)
+def _recurrence_fwd(cell, unroll, dtype, w_h, b_h, xp, carry, valid):
+    final, (ys, saved, prev) = _forward(cell, unroll, dtype, w_h, b_h, xp, carry, valid,
+                                        save=True)
     return (final, ys), (w_h, b_h, None if cell.additive else xp, valid, saved, prev)
 
 
@@ -80,10 +99,10 @@ def _pointwise_grad(cell: CellType):
     return vjp_grad
 
 
-def _recurrence_bwd(cell, unroll, residuals, cotangents):
+def _recurrence_bwd(cell, unroll, dtype, residuals, cotangents):
     w_h, b_h, xp, valid, saved, prev = residuals
     d_final, d_ys = cotangents
-    w_h_t = w_h.T  # (G*H, H), transposed once rather than inside the loop
+    w_h_t = cast(w_h.T, dtype)  # (G*H, H), transposed and cast once rather than inside the loop
     grad = _pointwise_grad(cell)
 
     def body(d_carry, inputs):
@@ -95,16 +114,17 @@ def _recurrence_bwd(cell, unroll, residuals, cotangents):
         d_hw = d_inputs[-1]
         if valid_t is not None:  # a padded step passes the carry's gradient straight through
             d_prev = tuple(dp + jnp.where(valid_t, 0.0, dc) for dp, dc in zip(d_prev, d_carry))
-        d_prev = (d_prev[0] + d_hw @ w_h_t,) + tuple(d_prev[1:])
+        d_prev = (d_prev[0] + _dot(d_hw, w_h_t, dtype),) + tuple(d_prev[1:])
         return d_prev, d_inputs
 
     inputs = (d_ys, valid, prev, saved) + (() if cell.additive else (xp,))
     d_carry, d_inputs = jax.lax.scan(body, d_final, inputs, reverse=True, unroll=unroll)
-    d_hw = d_inputs[-1]
-    d_xp = d_hw if cell.additive else d_inputs[0]
+    d_hw = d_inputs[-1]  # (T, B, G*H), float32
+    d_xp = cast(d_hw if cell.additive else d_inputs[0], dtype)  # xp's dtype (see `recurrence`)
     t, b, h = prev[0].shape
-    d_w_h = prev[0].reshape(t * b, h).T @ d_hw.reshape(t * b, -1)  # one matmul for all steps
-    d_b_h = None if b_h is None else jnp.sum(d_hw, axis=(0, 1))
+    # One matmul for all steps, rounded to the parameter dtype once.
+    d_w_h = cast(_dot(prev[0].reshape(t * b, h).T, d_hw.reshape(t * b, -1), dtype), w_h.dtype)
+    d_b_h = None if b_h is None else cast(jnp.sum(d_hw, axis=(0, 1)), b_h.dtype)
     return d_w_h, d_b_h, d_xp, d_carry, None
 
 
@@ -113,11 +133,14 @@ _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 def recurrence(cell: CellType, hidden_kernel: jax.Array, hidden_bias: jax.Array | None,
                xp: jax.Array, carry: Carry, valid: jax.Array | None = None,
-               unroll: int = 1) -> tuple[Carry, jax.Array]:
+               unroll: int = 1, dtype=jnp.float32) -> tuple[Carry, jax.Array]:
     """Runs `cell` over time-major projected inputs -> (final carry, outputs (T, B, H)).
 
     xp: (T, B, G*H); carry: tuple of (B, H); valid: (T, B, 1) bool or None (all valid);
     hidden_bias: (G*H,) added to h @ hidden_kernel, or None. Invalid steps keep the carry and
-    output 0.
+    output 0. `dtype` is the compute dtype (`zoo.nn.cells.operand_dtype`): the matmul operands,
+    xp and the outputs are in it; the carry is kept in at least float32.
     """
-    return _recurrence(cell, unroll, hidden_kernel, hidden_bias, xp, tuple(carry), valid)
+    op = operand_dtype(dtype, hidden_kernel, xp)
+    carry = tuple(cast(c, accumulation_dtype(op)) for c in carry)
+    return _recurrence(cell, unroll, op, hidden_kernel, hidden_bias, cast(xp, op), carry, valid)

@@ -4,7 +4,8 @@
 * `EncoderBlock`: self-attention (padding mask) + feed-forward.
 * `DecoderBlock`: causal self-attention (KV cache when decoding), optional cross-attention over
   encoder outputs (cached projected keys/values when decoding) + feed-forward.
-* `run_layers`: a stack of blocks, unrolled or as one `nn.scan`, optionally rematerialised.
+* `run_layers`: a stack of blocks, unrolled or as one `nn.scan`, rematerialised by a policy
+  (`REMAT_POLICIES`).
 * `sinusoidal_positions` / `LearnedPositions`: position encodings.
 
 Residual wiring (`pre_ln`):
@@ -27,6 +28,10 @@ from zoo.nn.attention import Implementation, MultiHeadAttention
 from zoo.nn.dense import dense_dot_general
 
 Activation = Literal["relu", "gelu", "gelu_tanh"]
+# What a block keeps for the backward pass (`remat` config field): "none" keeps everything;
+# "dots" keeps the matmul outputs and recomputes the cheap elementwise ops between them;
+# "full" keeps only the block's input and recomputes the whole block.
+REMAT_POLICIES = ("none", "dots", "full")
 
 
 def gelu_erf(x: jax.Array) -> jax.Array:
@@ -49,6 +54,7 @@ class MlpBlock(nn.Module):
     mlp_dim: int
     activation: Activation = "gelu_tanh"
     dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
     kernel_init: nn.initializers.Initializer = DEFAULT_INIT
     out_kernel_init: nn.initializers.Initializer = DEFAULT_INIT
 
@@ -59,10 +65,12 @@ class MlpBlock(nn.Module):
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got "
                              f"{self.activation!r}.")
         h = nn.Dense(self.mlp_dim, kernel_init=self.kernel_init, dtype=self.dtype,
-                     dot_general=dense_dot_general, name="fc")(x)  # (B, T, F)
+                     param_dtype=self.param_dtype, dot_general=dense_dot_general,
+                     name="fc")(x)  # (B, T, F)
         h = ACTIVATIONS[self.activation](h)
         return nn.Dense(x.shape[-1], kernel_init=self.out_kernel_init, dtype=self.dtype,
-                        dot_general=dense_dot_general, name="proj")(h)
+                        param_dtype=self.param_dtype, dot_general=dense_dot_general,
+                        name="proj")(h)
 
 
 class _Residual(nn.Module):
@@ -73,9 +81,11 @@ class _Residual(nn.Module):
     deterministic: bool
     ln_epsilon: float
     dtype: Any
+    param_dtype: Any = jnp.float32
 
     def sublayer(self, ln_name: str, x: jax.Array, fn) -> jax.Array:
-        norm = nn.LayerNorm(epsilon=self.ln_epsilon, dtype=self.dtype, name=ln_name)
+        norm = nn.LayerNorm(epsilon=self.ln_epsilon, dtype=self.dtype,
+                            param_dtype=self.param_dtype, name=ln_name)
         drop = nn.Dropout(self.dropout_rate)
         if self.pre_ln:
             return x + drop(fn(norm(x)), deterministic=self.deterministic)
@@ -93,15 +103,17 @@ class EncoderBlock(_Residual):
     attention_implementation: Implementation = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> tuple[jax.Array, None]:
-        """x (B, T, D), mask (B, 1, 1, T) or None -> ((B, T, D), None)."""
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None,
+                 lengths: jax.Array | None = None) -> tuple[jax.Array, None]:
+        """x (B, T, D), mask (B, 1, 1, T) or None, lengths (B,) of right-padded rows or None
+        -> ((B, T, D), None)."""
         attn = MultiHeadAttention(num_heads=self.num_heads, dtype=self.dtype,
-                                  kernel_init=self.kernel_init,
+                                  param_dtype=self.param_dtype, kernel_init=self.kernel_init,
                                   out_kernel_init=self.out_kernel_init,
                                   implementation=self.attention_implementation, name="attn")
-        x = self.sublayer("ln_attn", x, lambda h: attn(h, mask=mask))
-        mlp = MlpBlock(self.mlp_dim, self.activation, self.dtype, self.kernel_init,
-                       self.out_kernel_init, name="mlp")
+        x = self.sublayer("ln_attn", x, lambda h: attn(h, mask=mask, key_lengths=lengths))
+        mlp = MlpBlock(self.mlp_dim, self.activation, self.dtype, self.param_dtype,
+                       self.kernel_init, self.out_kernel_init, name="mlp")
         return self.sublayer("ln_mlp", x, mlp), None
 
 
@@ -123,13 +135,16 @@ class DecoderBlock(_Residual):
 
     @nn.compact
     def __call__(self, x: jax.Array, encoded: jax.Array | None = None,
-                 encoded_mask: jax.Array | None = None) -> tuple[jax.Array, None]:
-        """x (B, T, D), encoded (B, S, D) or None, encoded_mask (B, 1, 1, S) -> ((B, T, D), None).
+                 encoded_mask: jax.Array | None = None,
+                 encoded_lengths: jax.Array | None = None) -> tuple[jax.Array, None]:
+        """x (B, T, D), encoded (B, S, D) or None, encoded_mask (B, 1, 1, S) or None,
+        encoded_lengths (B,) of right-padded sources or None -> ((B, T, D), None).
 
         While decoding, `encoded=None` attends over the cross-attention cache filled by the
         first call.
         """
-        attention = dict(num_heads=self.num_heads, dtype=self.dtype, decode=self.decode,
+        attention = dict(num_heads=self.num_heads, dtype=self.dtype,
+                         param_dtype=self.param_dtype, decode=self.decode,
                          kernel_init=self.kernel_init, out_kernel_init=self.out_kernel_init,
                          implementation=self.attention_implementation)
         self_attn = MultiHeadAttention(causal=True, **attention, name="attn")
@@ -137,27 +152,48 @@ class DecoderBlock(_Residual):
         if self.cross_attention:
             cross_attn = MultiHeadAttention(cross=True, **attention, name="cross_attn")
             x = self.sublayer("ln_cross", x,
-                              lambda h: cross_attn(h, context=encoded, mask=encoded_mask))
-        mlp = MlpBlock(self.mlp_dim, self.activation, self.dtype, self.kernel_init,
-                       self.out_kernel_init, name="mlp")
+                              lambda h: cross_attn(h, context=encoded, mask=encoded_mask,
+                                                   key_lengths=encoded_lengths))
+        mlp = MlpBlock(self.mlp_dim, self.activation, self.dtype, self.param_dtype,
+                       self.kernel_init, self.out_kernel_init, name="mlp")
         return self.sublayer("ln_mlp", x, mlp), None
 
 
+def remat_policy(remat: str | bool) -> str:
+    """The `remat` config field -> one of REMAT_POLICIES (True / False: "full" / "none")."""
+    if remat is True or remat is False:
+        return "full" if remat else "none"
+    if remat not in REMAT_POLICIES:
+        raise ValueError(f"remat must be one of {REMAT_POLICIES}; got {remat!r}.")
+    return remat
+
+
+def _rematerialised(block_cls: type[nn.Module], policy: str, scan: bool) -> type[nn.Module]:
+    if policy == "none":
+        return block_cls
+    saveable = (jax.checkpoint_policies.dots_with_no_batch_dims_saveable if policy == "dots"
+                else jax.checkpoint_policies.nothing_saveable)
+    # Inside a scan XLA cannot CSE the recomputation away, so the barrier is not needed.
+    return nn.remat(block_cls, policy=saveable, prevent_cse=not scan)
+
+
 def run_layers(block_cls: type[nn.Module], block_kwargs: dict[str, Any], num_layers: int,
-               x: jax.Array, *args: Any, scan: bool = False, remat: bool = False,
-               name: str = "layers") -> jax.Array:
+               x: jax.Array, *args: Any, scan: bool = False, remat: str | bool = "none",
+               unroll: int = 1, name: str = "layers") -> jax.Array:
     """Applies `num_layers` blocks to x: (B, T, D) -> (B, T, D). Call inside a compact method.
 
     Unrolled, the blocks are submodules `{name}_0`, `{name}_1`, ...; with `scan=True` they are
     one `nn.scan` named `name` whose parameters (and caches) have a leading layer axis L, which
-    compiles once instead of L times. `args` (encoder outputs, masks) are the same for every
-    layer. `remat=True` recomputes each block's activations in the backward pass.
+    compiles once instead of L times. `args` (encoder outputs, masks, lengths) are the same for
+    every layer. `remat` ("none" / "dots" / "full", see REMAT_POLICIES) sets what each block
+    keeps for the backward pass; `unroll` blocks run per iteration of the scan.
     """
-    cls = nn.remat(block_cls) if remat else block_cls
+    cls = _rematerialised(block_cls, remat_policy(remat), scan)
     if scan:
         stack = nn.scan(cls, variable_axes={"params": 0, "cache": 0},
                         split_rngs={"params": True, "dropout": True},
-                        in_axes=(nn.broadcast,) * len(args), length=num_layers)
+                        in_axes=(nn.broadcast,) * len(args), length=num_layers,
+                        unroll=unroll)
         x, _ = stack(**block_kwargs, name=name)(x, *args)
         return x
     for i in range(num_layers):

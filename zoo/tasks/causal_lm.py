@@ -11,18 +11,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoo.tasks.base import ApplyFn, Batch, check_token_ids, mean_metrics, token_cross_entropy
+from zoo.tasks.base import ApplyFn, Batch, check_token_ids, mean_metrics
+from zoo.tasks.losses import DEFAULT_CHUNK_SIZE, head_cross_entropy
 
 
 @dataclasses.dataclass(frozen=True)
 class CausalLM:
+    """The model is called with `output_head=True` and the loss projects `chunk_size` tokens
+    onto the vocabulary at a time (`zoo.tasks.losses`), so no (B, T, V) logits are held."""
+
     name: str = "causal_lm"
+    chunk_size: int = DEFAULT_CHUNK_SIZE
 
     def loss(self, apply_fn: ApplyFn, params: Any, batch: Batch, rng: jax.Array,
              train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-        logits = apply_fn({"params": params}, batch["inputs"], train=train,
-                          rngs={"dropout": rng} if train else None)  # (B, T, V)
-        return token_cross_entropy(logits, batch["targets"], batch["weights"])
+        head = apply_fn({"params": params}, batch["inputs"], train=train, output_head=True,
+                        rngs={"dropout": rng} if train else None)  # features (B, T, D)
+        return head_cross_entropy(head, batch["targets"], batch["weights"], self.chunk_size)
 
     def example_inputs(self, model_config: Any, seq_len: int) -> tuple[jax.Array, ...]:
         """Arguments for `model.init` (shapes only matter)."""

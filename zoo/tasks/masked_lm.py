@@ -20,7 +20,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from zoo.tasks.base import ApplyFn, Batch, token_cross_entropy
+from zoo.tasks.base import ApplyFn, Batch
+from zoo.tasks.losses import head_cross_entropy
 from zoo.tasks.causal_lm import check_lm_batch, lm_metrics
 
 
@@ -80,10 +81,11 @@ class MaskedLM:
             mask_rng, tokens, valid, vocab_size=self.vocab_size,
             mask_token_id=self.mask_token_id, mask_rate=self.mask_rate)
         lengths = jnp.sum(valid, axis=1).astype(jnp.int32)
-        logits = apply_fn({"params": params}, corrupted, lengths, positions=positions,
-                          train=train, rngs={"dropout": dropout_rng} if train else None)
+        head = apply_fn({"params": params}, corrupted, lengths, positions=positions,
+                        output_head=True, train=train,
+                        rngs={"dropout": dropout_rng} if train else None)  # features (B, P, D)
         targets = jnp.take_along_axis(tokens, positions, axis=1)  # (B, P)
-        return token_cross_entropy(logits, targets, weights)  # logits (B, P, V)
+        return head_cross_entropy(head, targets, weights)
 
     def example_inputs(self, model_config: Any, seq_len: int) -> tuple[jax.Array, ...]:
         return jnp.zeros((1, seq_len), jnp.int32), jnp.ones((1,), jnp.int32)

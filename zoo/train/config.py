@@ -40,6 +40,8 @@ TRAIN_DEFAULTS: dict[str, Any] = dict(
     adam_eps=1e-8,
     # Parallelism: "auto" = pmap over all local devices when there are several, else jit.
     parallel="auto",
+    # JAX's persistent compilation cache (zoo/jax_runtime.py); False: compile afresh this run.
+    compilation_cache=True,
     # Bookkeeping.
     log_every_steps=10,
     eval_every_steps=200,
@@ -67,9 +69,9 @@ def base_config(model: str, **overrides: Any) -> ml_collections.ConfigDict:
     # Fields that may be None need a declared type so overrides like --config.data_dir=/x work.
     for key in ("data_dir", "source_key", "target_key", "init_from"):
         config[key] = ml_collections.FieldReference(None, field_type=str)
-    if "attention_implementation" in config:
-        config.attention_implementation = ml_collections.FieldReference(
-            preset["attention_implementation"], field_type=str)
+    for key, field_type in (("attention_implementation", str), ("vocab_pad_multiple", int)):
+        if key in config:
+            config[key] = ml_collections.FieldReference(preset[key], field_type=field_type)
     unknown = sorted(set(overrides) - set(config.keys()))
     if unknown:
         raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(config))}.")

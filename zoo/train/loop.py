@@ -23,11 +23,12 @@ import numpy as np
 from flax import jax_utils
 from tqdm import tqdm
 
+from zoo import jax_runtime
 from zoo.data.pipelines import create_data
 from zoo.data.sharding import shard_batch
 from zoo.decode.sampling import generate
 from zoo.eval.translation import translation_samples
-from zoo.registry import get_spec
+from zoo.registry import get_spec, saved_config_fields
 from zoo.tasks import get_task
 from zoo.train import step as step_lib
 from zoo.train.checkpoint import Checkpointer
@@ -91,6 +92,9 @@ def run_meta(config: ml_collections.ConfigDict, model_config: Any) -> dict[str, 
 
 
 def check_same_model(saved: dict[str, Any], meta: dict[str, Any], directory: str) -> None:
+    if saved.get("model") == meta["model"] and "model_config" in saved:
+        saved = {**saved, "model_config": saved_config_fields(meta["model"],
+                                                              saved["model_config"])}
     if saved.get("model") != meta["model"] or saved.get("model_config") != meta["model_config"]:
         diff = {k: (saved.get("model_config", {}).get(k), v)
                 for k, v in meta["model_config"].items()
@@ -157,6 +161,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     to continue. The summary holds the final step, eval metrics, params and samples.
     """
     validate(config)
+    if not config.get("compilation_cache", True):
+        jax_runtime.disable_compilation_cache()
     spec, model_config, model, task = build_model(config)
     num_local = jax.local_device_count()
     use_pmap = config.parallel == "pmap" or (config.parallel == "auto" and num_local > 1)

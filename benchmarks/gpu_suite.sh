@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The GPU measurements of benchmarks/RESULTS.md, each part time-boxed, results under $OUT.
+#
+#   OUT=/tmp/zoo-gpu bash benchmarks/gpu_suite.sh [PART ...]
+#
+# PARTs (default: all, in this order): tests variants gpt rnn bert compile. Made for one NVIDIA
+# GPU host with jax[cuda] and torch (see README, "On a GPU"); nothing here downloads anything.
+set -u
+OUT=${OUT:-/tmp/zoo-gpu}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 JAX_PLATFORMS=cuda
+# torch shares the process (and the GPU) with JAX in the side-by-side benchmarks.
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.45}
+PY=${PY:-python3}
+PARTS=${*:-tests variants gpt rnn bert compile}
+
+part() {  # part NAME SECONDS COMMAND...: runs COMMAND into $OUT/NAME.log, at most SECONDS
+  local name=$1 secs=$2 t0=$SECONDS
+  shift 2
+  timeout "$secs" "$@" > "$OUT/$name.log" 2>&1
+  echo "$name: rc=$? in $((SECONDS - t0)) s" | tee -a "$OUT/parts.txt"
+  tail -n 25 "$OUT/$name.log"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
+$PY -c "import sys, jax, flax, optax, torch; print(sys.version.split()[0], 'jax', jax.__version__,
+'flax', flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__, jax.devices())" \
+  > "$OUT/versions.txt" 2>&1
+cat "$OUT/gpu.txt" "$OUT/versions.txt"
+
+for p in $PARTS; do
+  case $p in
+    tests) part tests 150 $PY -m pytest -q -p no:cacheprovider -x \
+             tests/test_attention_gpu.py tests/test_cudnn_lstm.py ;;
+    variants) part variants 230 $PY -m benchmarks.step_variants --batch 32 --steps 10 \
+             --repeats 3 --trace-variant unrolled --json "$OUT/variants.json" \
+             --variant unrolled:scan_layers=False scan:scan_layers=True \
+             "scan_unroll2:scan_layers=True,scan_unroll=2" ;;
+    gpt) part gpt 240 $PY -m benchmarks.mfu --workload gpt2_small --batch 32 8 --torch both \
+             --steps 10 --repeats 3 --time-budget 220 --json "$OUT/mfu_gpt.json" ;;
+    rnn) part rnn 120 $PY -m benchmarks.rnn_step --cells lstm gru --batch 128 --seq-len 256 \
+             --hidden 1024 --emb 1024 --layers 2 --steps 10 --repeats 3 --max-wait 0 \
+             --json "$OUT/rnn.json" ;;
+    bert) part bert 200 $PY -m benchmarks.mfu --workload bert_base --batch 32 --torch both \
+             --steps 10 --repeats 3 --time-budget 180 --json "$OUT/mfu_bert.json" ;;
+    compile) part compile 280 $PY -m benchmarks.compile_time --workload gpt2_small bert_base \
+             --depths 6 12 24 --scan both --time-budget 260 --json "$OUT/compile.json" ;;
+    *) echo "unknown part $p" ;;
+  esac
+done

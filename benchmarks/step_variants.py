@@ -1,0 +1,180 @@
+"""Variants of one model's train step side by side, and where its device time goes.
+
+    python -m benchmarks.step_variants [--model gpt2_small] [--batch 32] [--seq-len 1024]
+        [--variant NAME:KEY=VALUE,KEY=VALUE ...] [--trace-variant NAME] [--json PATH]
+
+Each variant is the zoo's `jit_train_step` (through `benchmarks.gpt_step.JaxStep`: causal LM,
+AdamW, clip 1.0, dropout 0) with model-config overrides on top of `--base` (default bf16
+compute). The variants are timed in interleaved rounds (A B C A B C ...), medians reported, with
+MFU against `--peak-tflops` (default the H100/H200 datasheet's dense bf16 989.4). Per variant
+it also counts, in the compiled program, the cuBLAS / cuDNN custom calls and the fusions.
+
+`--trace-variant NAME` records a `jax.profiler` trace of that variant's steps and sums its
+device time per kernel (from the Perfetto JSON the profiler writes), so the largest kernels and
+the share of matmuls, attention and everything else come out as a table, no profiler UI needed.
+`--unroll K` in a variant's overrides (`scan_unroll=K`) runs K layers per scan iteration.
+
+Made for a GPU; it runs anywhere (`--model gpt_tiny --batch 2 --seq-len 32` on CPU for tests).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import glob
+import gzip
+import json
+import os
+import re
+import tempfile
+from typing import Any
+
+from benchmarks.gpt_step import JaxStep, median, step_flops, time_rounds, write_json
+from benchmarks.mfu import parse_overrides
+
+DEFAULT_VARIANTS = ("scan:scan_layers=True", "unrolled:scan_layers=False",
+                    "scan_unroll2:scan_layers=True,scan_unroll=2",
+                    "scan_dots:scan_layers=True,remat=dots")
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """"name:key=value,key=value" -> (name, overrides)."""
+    name, _, spec = text.partition(":")
+    items = [s for s in spec.split(",") if s]
+    return name, parse_overrides(items)
+
+
+def program_counts(step: JaxStep) -> dict[str, int]:
+    """Custom calls and fusions in the compiled step (what kernels it holds)."""
+    text = step.step.lower(step.state, step.batch, step.rng).compile().as_text()
+    return {"cublas": len(re.findall(r'custom_call_target="__cublas', text)),
+            "cudnn": len(re.findall(r'custom_call_target="__cudnn', text)),
+            "fusions": len(re.findall(r"^\s*(?:ROOT )?\S+ = \S+ fusion\(", text, re.M)),
+            "while_loops": len(re.findall(r"\bwhile\(", text))}
+
+
+def _category(name: str) -> str:
+    lower = name.lower()
+    if "fmha" in lower or "flash" in lower or "cudnn" in lower or "attention" in lower:
+        return "attention (cuDNN)"
+    if any(k in lower for k in ("gemm", "cublas", "cutlass", "sm90_xmma", "nvjet", "matmul")):
+        return "matmul"
+    return "other (fusions, copies, reductions)"
+
+
+def kernel_breakdown(trace_dir: str, steps: int, top: int = 25) -> dict[str, Any]:
+    """Device time per kernel from the profiler's Perfetto JSON, per step (ms)."""
+    files = glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True)
+    files += glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)
+    if not files:
+        return {"error": f"no trace JSON under {trace_dir}"}
+    with gzip.open(sorted(files)[-1], "rt") as f:
+        events = json.load(f)
+    events = events.get("traceEvents", events) if isinstance(events, dict) else events
+    names = {e["pid"]: e.get("args", {}).get("name", "") for e in events
+             if e.get("ph") == "M" and e.get("name") == "process_name"}
+    device_pids = {pid for pid, n in names.items()
+                   if re.search(r"/device:(GPU|TPU)|gpu|stream", n, re.I)
+                   and "host" not in n.lower()}
+    per_kernel: dict[str, float] = collections.defaultdict(float)
+    for e in events:
+        if e.get("ph") == "X" and e.get("pid") in device_pids and "dur" in e:
+            per_kernel[e["name"]] += e["dur"] / 1e3 / steps  # us -> ms per step
+    by_category: dict[str, float] = collections.defaultdict(float)
+    for name, ms in per_kernel.items():
+        by_category[_category(name)] += ms
+    ranked = sorted(per_kernel.items(), key=lambda kv: -kv[1])
+    per_process: dict[str, float] = collections.defaultdict(float)
+    for e in events:
+        if e.get("ph") == "X" and "dur" in e:
+            per_process[names.get(e.get("pid"), str(e.get("pid")))] += e["dur"] / 1e3 / steps
+    return {"device_processes": sorted(names[p] for p in device_pids),
+            "ms_per_step_by_process": dict(per_process),
+            "total_ms_per_step": sum(per_kernel.values()),
+            "by_category_ms": dict(by_category),
+            "top_kernels_ms": ranked[:top], "num_kernels": len(per_kernel)}
+
+
+def trace_steps(step: JaxStep, steps: int, trace_dir: str) -> None:
+    import jax
+
+    step.run(1)
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+        step.run(steps)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="gpt2_small")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=1024)
+    p.add_argument("--base", nargs="*", default=["compute_dtype=bfloat16"],
+                   help="overrides every variant shares")
+    p.add_argument("--variant", nargs="+", default=list(DEFAULT_VARIANTS))
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--peak-tflops", type=float, default=989.4)
+    p.add_argument("--trace-variant", default=None)
+    p.add_argument("--trace-steps", type=int, default=3)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+
+    import jax
+
+    base = parse_overrides(args.base)
+    sides, info = {}, {}
+    for text in args.variant:
+        name, overrides = parse_variant(text)
+        try:
+            step = JaxStep(args.model, args.batch, args.seq_len, **{**base, **overrides})
+        except Exception as e:  # noqa: BLE001  (report the variant, measure the others)
+            print(f"{name}: failed to build: {type(e).__name__}: {e}", flush=True)
+            info[name] = {"overrides": overrides, "error": f"{type(e).__name__}: {e}"}
+            continue
+        counts = program_counts(step)
+        print(f"{name}: compiled in {step.compile_s:.1f} s, first loss {step.first_loss:.4f}, "
+              f"{counts}", flush=True)
+        step.run(2)
+        sides[name] = step
+        info[name] = {"overrides": overrides, "compile_s": step.compile_s,
+                      "first_loss": step.first_loss, "program": counts}
+    times, _ = time_rounds(sides, args.repeats, args.steps, max_wait=0)
+    cfg = next(iter(sides.values())).model.config if sides else None
+    results = {}
+    for name, step in sides.items():
+        cfg = step.model.config
+        flops = step_flops(cfg.num_layers, cfg.emb_dim, cfg.mlp_dim, cfg.vocab_size,
+                           args.batch, args.seq_len)["per_step"]
+        t = median(times[name])
+        results[name] = {**info[name], "ms_per_step": t * 1e3,
+                         "tokens_per_s": args.batch * args.seq_len / t,
+                         "mfu": flops / t / 1e12 / args.peak_tflops}
+    for name in info:
+        results.setdefault(name, info[name])
+    print("| variant | overrides | compile s | ms/step | tokens/s | MFU |")
+    print("|---|---|---|---|---|---|")
+    for name, r in results.items():
+        if "ms_per_step" in r:
+            print(f"| {name} | {r['overrides']} | {r['compile_s']:.1f} | {r['ms_per_step']:.1f} "
+                  f"| {r['tokens_per_s']:,.0f} | {r['mfu']:.1%} |")
+    breakdown = None
+    if args.trace_variant in sides:
+        trace_dir = tempfile.mkdtemp(prefix="zoo-trace-")
+        trace_steps(sides[args.trace_variant], args.trace_steps, trace_dir)
+        breakdown = kernel_breakdown(trace_dir, args.trace_steps)
+        print(f"device time per step of {args.trace_variant}: "
+              f"{breakdown.get('total_ms_per_step', 0):.1f} ms; by category "
+              f"{ {k: round(v, 2) for k, v in breakdown.get('by_category_ms', {}).items()} }")
+        for kernel, ms in breakdown.get("top_kernels_ms", []):
+            print(f"  {ms:8.3f} ms  {kernel[:110]}")
+    out = {"info": {"date": datetime.date.today().isoformat(),
+                    "device": jax.devices()[0].device_kind, "jax": jax.__version__,
+                    "model": args.model, "batch": args.batch, "seq_len": args.seq_len,
+                    "base": base},
+           "results": results, "times_s": times, "trace": breakdown}
+    write_json(args.json, out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
