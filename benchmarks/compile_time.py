@@ -11,8 +11,8 @@ Tiny, on a CPU (as the tests run it):
     python -m benchmarks.compile_time --override emb_dim=64 num_heads=2 mlp_dim=128 \\
         vocab_size=256 --batch 2 --seq-len 32 --depths 1 2
 
-The train step is `benchmarks.mfu`'s (`build_step`: `gpt_step.JaxStep` for gpt2_small,
-`transformer_step.ZooStep` with the masked-LM task for bert_base), model compute dtype `--dtype`,
+The train step is `benchmarks.mfu`'s (`build_step`: `harness.ZooStep` with the causal-LM task
+for gpt2_small, the masked-LM task for bert_base), model compute dtype `--dtype`,
 dropout 0, random tokens of B x T = `--batch` x `--seq-len` (default T: 1024 for gpt2_small,
 512 for bert_base, as in `benchmarks.mfu`).
 
@@ -39,8 +39,8 @@ dropout 0, random tokens of B x T = `--batch` x `--seq-len` (default T: 1024 for
     unscanned) comes first and its time is reported apart (`warmup_compile_s`).
 
 Each measurement is guarded: a failure is reported and the others still run; with
-`--time-budget`, the ones that would start after it is spent are skipped (`benchmarks.mfu`'s
-`Parts`). Results: a table per part, and `--json` (`gpt_step.write_json`).
+`--time-budget`, the ones that would start after it is spent are skipped (`harness.Parts`).
+Results: a table per part, and `--json`.
 """
 from __future__ import annotations
 
@@ -58,10 +58,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.gpt_step import write_json
-from benchmarks.mfu import WORKLOADS, Parts, build_step, log, parse_overrides
+from benchmarks.harness import Parts, command_line, log, parse_overrides, write_json
+from benchmarks.mfu import SEQ_LEN, WORKLOADS, build_step
 
-SEQ_LEN = {"gpt2_small": 1024, "bert_base": 512}  # benchmarks.mfu's defaults
 SCAN = {"both": (True, False), "on": (True,), "off": (False,)}
 RESULT_PREFIX = "compile_time child result: "
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -221,13 +220,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         log("|---|---|---|")
         for r in depths:
             log(f"| {r['num_layers']} | {r['scan_layers']} | {r['compile_s']:.2f} |")
-    for label in parts.skipped:
-        log(f"skipped (time budget): {label}")
-    for e in parts.errors:
-        log(f"failed: {e['part']}: {e['error']}")
+    parts.report()
     info = {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
-            "command": "python -m benchmarks.compile_time " + " ".join(
-                sys.argv[1:] if argv is None else argv),
+            "command": command_line("benchmarks.compile_time", argv),
             "elapsed_s": parts.elapsed()}
     if first:  # the device as the children saw it (this process may not have started jax)
         info |= {k: first[0][k] for k in ("device", "platform", "jax")}

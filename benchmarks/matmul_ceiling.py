@@ -28,7 +28,8 @@ import statistics
 import sys
 from collections.abc import Callable
 
-from benchmarks.gpt_step import step_flops, wait_for_quiet, write_json
+from benchmarks.gpt_step import gpt_zoo_step, step_flops
+from benchmarks.harness import call_timer, matmul_timer, wait_for_quiet, write_json
 
 
 def step_matmuls(num_layers: int, emb_dim: int, mlp_dim: int, vocab_size: int,
@@ -67,26 +68,28 @@ def jax_products(m: int, k: int, n: int, kind: str) -> Callable[[], object]:
     return lambda: f(x, w, dy)
 
 
+def numpy_operands(m: int, k: int, n: int, kind: str):
+    """Random float32 (A, B) of the product, laid out as autograd has them (Wᵀ in dY @ Wᵀ and
+    Xᵀ in Xᵀ @ dY are transposed views)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    shapes = {"X@W": ((m, k), (k, n)), "dY@Wt": ((m, k), (n, k)), "Xt@dY": ((k, m), (k, n))}
+    a, b = (rng.standard_normal(shape, dtype=np.float32) for shape in shapes[kind])
+    return (a.T if kind == "Xt@dY" else a), (b.T if kind == "dY@Wt" else b)
+
+
 def torch_products(m: int, k: int, n: int, kind: str) -> Callable[[], object]:
     import torch
 
-    g = torch.Generator().manual_seed(0)
-    if kind == "X@W":
-        a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
-    elif kind == "dY@Wt":
-        a, b = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g).t()
-    else:
-        a, b = torch.randn(k, m, generator=g).t(), torch.randn(k, n, generator=g)
+    a, b = (torch.from_numpy(x) for x in numpy_operands(m, k, n, kind))
     return lambda: torch.mm(a, b)
 
 
 def numpy_products(m: int, k: int, n: int, kind: str) -> Callable[[], object]:
     import numpy as np
 
-    rng = np.random.default_rng(0)
-    shapes = {"X@W": ((m, k), (k, n)), "dY@Wt": ((m, k), (n, k)), "Xt@dY": ((k, m), (k, n))}
-    a, b = (rng.standard_normal(shape, dtype=np.float32) for shape in shapes[kind])
-    a, b = (a.T if kind == "Xt@dY" else a), (b.T if kind == "dY@Wt" else b)
+    a, b = numpy_operands(m, k, n, kind)
     return lambda: np.matmul(a, b)
 
 
@@ -130,34 +133,33 @@ def measure(model: str = "gpt_tiny", batch: int = 16, seq_len: int = 256, rounds
     import jax
 
     import zoo
-    from benchmarks.gpt_step import JaxStep, call_timer, jax_matmul, numpy_matmul, torch_matmul
 
     cfg = zoo.create_model(model).config
     L, D, F, V, N = cfg.num_layers, cfg.emb_dim, cfg.mlp_dim, cfg.vocab_size, cfg.num_heads
     tokens = batch * seq_len
-    sides = {"jax": (jax_products, jax_attention, jax.block_until_ready, jax_matmul)}
+    sides = {"jax": (jax_products, jax_attention, jax.block_until_ready)}
     if use_torch:
         try:
             import torch  # noqa: F401
-            sides["torch"] = (torch_products, torch_attention, lambda x: x, torch_matmul)
+            sides["torch"] = (torch_products, torch_attention, lambda x: x)
         except ImportError:
             print("PyTorch not installed: JAX side only.")
     if use_numpy:
-        sides["numpy"] = (numpy_products, None, lambda x: x, numpy_matmul)
+        sides["numpy"] = (numpy_products, None, lambda x: x)
     timers: dict[tuple[str, str], Callable[[], float]] = {}  # (side, item) -> seconds
 
     def timed(fn: Callable[[], object], sync: Callable[[object], object]):
         return call_timer(lambda: sync(fn()))
 
     products = step_matmuls(L, D, F, V, tokens)
-    for side, (prod, attention, sync, matmul) in sides.items():
-        timers[side, "peak"] = matmul(2048)  # returns its own timer
+    for side, (prod, attention, sync) in sides.items():
+        timers[side, "peak"] = matmul_timer(side, 2048)
         for name, m, k, n, _ in products:
             timers[side, name] = timed(prod(m, k, n, name.split()[1]), sync)
         if attention is not None:
             timers[side, "attention"] = timed(attention(batch, seq_len, N, D // N), sync)
     if with_step:
-        step = JaxStep(model, batch, seq_len)
+        step, _ = gpt_zoo_step(model, batch, seq_len)
         timers["jax", "step"] = lambda: step.run(1)
     for t in timers.values():  # warm up
         t()

@@ -10,18 +10,23 @@ Made for a GPU (issue 4: MFU of `gpt2_small` and `bert_base` in bf16); it runs o
 backend, and the test suite runs it on CPU with shrunken models (`--override num_layers=1 ...`).
 
 Each workload is the zoo's `jit_train_step` exactly as the benchmarks vs PyTorch run it
-(`benchmarks.gpt_step.JaxStep`: causal LM; `benchmarks.transformer_step.ZooStep`: masked LM
-with the head at the chosen 15% of positions), with the model's compute dtype set to `--dtype`
-(parameters and optimizer state stay float32), dropout 0 (gpt2_small's position table sized to
-`--gpt-seq-len`, as in `JaxStep`), attention `None` (auto: cuDNN where
+(`benchmarks.harness.ZooStep`: causal LM, `gpt_step.gpt_zoo_step`; masked LM with the head at
+the chosen 15% of positions, `transformer_step.bert_zoo_step`), with the model's compute dtype
+set to `--dtype` (parameters and optimizer state stay float32), dropout 0 (gpt2_small's position
+table sized to `--gpt-seq-len`), attention `None` (auto: cuDNN where
 `jax.nn.dot_product_attention` supports it; `--override attention_implementation=cudnn` forces
 it, e.g. for BERT's padding mask). Each `--batch` value is measured in turn, for every workload.
 
-PyTorch references (`benchmarks.torch_gpu`; `--torch`, default `both` where PyTorch sees a
-GPU, else `none`): the same model as a PyTorch user would train it fast, eager and
-`torch.compile`d: bf16 autocast, SDPA attention, fused AdamW, nanoGPT's vocabulary padding
-(50257 -> 50304) for GPT-2. Their sides take turns with the zoo's (rounds zoo, eager, compile,
-zoo, eager, compile, ...: `gpt_step.time_rounds`, with no waiting for an idle CPU), so drifts
+PyTorch references (`--torch`, default `both` where PyTorch sees a GPU, else `none`; on the CPU
+the tests run them tiny): the same model as a PyTorch user would train it fast, eager and
+`torch.compile(dynamic=False)`d (`harness.TorchSide`): bf16 autocast (`--dtype float32`: none;
+TF32 allowed, as nanoGPT does), SDPA attention (a fused kernel such as FlashAttention on a GPU),
+fused AdamW, the loss inside the compiled module; GPT-2 as nanoGPT trains it
+(`gpt_step.TorchGPTStep(nanogpt=True)`: vocabulary padded 50257 -> 50304, mean loss), BERT with
+new masks drawn on the device every step (`transformer_step.TorchBertStep`). Each side's
+`compile_s` is its first step's wall time (inductor's compile, or CUDA and cuBLAS start-up).
+Their sides take turns with the zoo's (rounds zoo, eager, compile,
+zoo, eager, compile, ...: `harness.time_rounds`, with no waiting for an idle CPU), so drifts
 of clock or load hit all of them alike. Their MFU counts the same model FLOPs as the zoo's
 (the unpadded vocabulary), so the MFU ratio is the tokens/s ratio. JAX's GPU memory
 preallocation is off when torch sides run (`XLA_PYTHON_CLIENT_PREALLOCATE=false` unless set),
@@ -45,21 +50,20 @@ asks for. The skipped and failed parts are listed at the end and in the --json.
 from __future__ import annotations
 
 import argparse
-import ast
 import datetime
 import gc
 import os
 import platform
-import sys
-import time
-import traceback
-from collections.abc import Callable
+import statistics
 from typing import Any
 
-from benchmarks.gpt_step import JaxStep, jax_matmul, median, step_flops, time_rounds, write_json
-from benchmarks.transformer_step import ZooStep, bert_flops, mlm_batch
+from benchmarks.gpt_step import TorchGPTStep, gpt_zoo_step
+from benchmarks.harness import (Parts, command_line, log, matmul_peak, parse_overrides,
+                                time_rounds, torch_device, write_json)
+from benchmarks.transformer_step import TorchBertStep, bert_zoo_step
 
 WORKLOADS = ("gpt2_small", "bert_base")
+SEQ_LEN = {"gpt2_small": 1024, "bert_base": 512}  # default T of each workload
 # Dense (no sparsity) 16-bit tensor-core peaks from the vendors' datasheets, TFLOP/s; matched
 # against jax's `device_kind` in this order (the first listed substring found wins).
 DATASHEET_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0))
@@ -67,66 +71,10 @@ TORCH_MODES = {"none": (), "eager": ("eager",), "compile": ("compile",),
                "both": ("eager", "compile")}
 
 
-def log(*args: Any) -> None:
-    print(*args, flush=True)
-
-
 def datasheet_peak(device_kind: str, dtype: str) -> float | None:
     if dtype not in ("bfloat16", "float16"):
         return None
     return next((t for name, t in DATASHEET_TFLOPS if name in device_kind), None)
-
-
-def matmul_peak(dtype: str, sizes: list[int], repeats: int) -> tuple[dict[int, float], float]:
-    """Best-of-`repeats` TFLOP/s of jitted n x n matmuls in `dtype`; ({n: TFLOP/s}, max)."""
-    peaks = {}
-    for n in sizes:
-        timer = jax_matmul(n, dtype)
-        peaks[n] = 2 * n**3 / min(timer() for _ in range(repeats)) / 1e12
-        log(f"matmul {dtype} {n}x{n}: {peaks[n]:.2f} TFLOP/s")
-    return peaks, max(peaks.values())
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """["num_layers=1", "attention_implementation=cudnn"] -> {"num_layers": 1, ...}."""
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--override takes KEY=VALUE items; got {item!r}.")
-        try:
-            overrides[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            overrides[key] = value  # a bare string such as cudnn
-    return overrides
-
-
-class Parts:
-    """Runs the benchmark's parts under a time budget: a part that would start after
-    `budget_s` seconds is skipped, a failing one is reported; either way the next one runs."""
-
-    def __init__(self, budget_s: float):
-        self.budget_s, self.t0 = budget_s, time.perf_counter()
-        self.skipped: list[str] = []
-        self.errors: list[dict[str, str]] = []
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
-
-    def run(self, label: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """fn(*args), or None when skipped or failed."""
-        if self.elapsed() >= self.budget_s:
-            log(f"SKIPPED {label}: the time budget of {self.budget_s:.0f} s is spent "
-                f"({self.elapsed():.0f} s)")
-            self.skipped.append(label)
-            return None
-        try:
-            return fn(*args)
-        except Exception as e:  # noqa: BLE001  (reported; the other parts still run)
-            traceback.print_exc()
-            log(f"FAILED {label}: {type(e).__name__}: {e}")
-            self.errors.append({"part": label, "error": f"{type(e).__name__}: {e}"})
-            return None
 
 
 def seq_len_of(name: str, args) -> int:
@@ -136,42 +84,27 @@ def seq_len_of(name: str, args) -> int:
 def build_step(name: str, batch: int, seq_len: int, dtype: str, overrides: dict[str, Any],
                min_len_frac: float = 1.0) -> tuple[Any, dict[str, float]]:
     """(the zoo's compiled step, its model FLOPs) for one workload at B x T = batch x seq_len."""
-    import jax.numpy as jnp
-
-    import zoo
-
     overrides = {"compute_dtype": dtype, **overrides}
     if name == "gpt2_small":
-        step = JaxStep(name, batch, seq_len, **overrides)
-        cfg = step.model.config
-        return step, step_flops(cfg.num_layers, cfg.emb_dim, cfg.mlp_dim, cfg.vocab_size,
-                                batch, seq_len)
+        return gpt_zoo_step(name, batch, seq_len, **overrides)
     if name == "bert_base":
-        vocab = zoo.get_config(name, **overrides).vocab_size  # the batch needs it first
-        step = ZooStep(name, "masked_lm", mlm_batch(batch, seq_len, vocab, min_len_frac),
-                       (jnp.zeros((1, seq_len), jnp.int32),), **overrides)
-        cfg = step.model.config
-        return step, bert_flops(cfg.num_layers, cfg.emb_dim, cfg.mlp_dim, cfg.vocab_size,
-                                batch, seq_len, max(1, round(seq_len * cfg.mask_rate)))
+        return bert_zoo_step(name, batch, seq_len, min_len_frac, **overrides)
     raise ValueError(f"unknown workload {name!r}; choose from {WORKLOADS}.")
 
 
-def build_torch_side(name: str, zoo_step: Any, batch: int, seq_len: int, args,
-                     compile: bool) -> Any:
-    """The PyTorch reference of `zoo_step`'s model and data (`benchmarks.torch_gpu`)."""
-    from benchmarks.torch_gpu import TorchBertStep, TorchGPTStep
-
-    cfg = zoo_step.model.config
+def build_torch_side(name: str, zoo_step: Any, args, compile: bool) -> Any:
+    """The PyTorch reference of `zoo_step`'s model, on its batch."""
+    cfg, kwargs = zoo_step.model.config, {"device": torch_device(), "dtype": args.dtype,
+                                          "compile": compile}
     if name == "gpt2_small":
-        return TorchGPTStep(cfg, batch, seq_len, args.dtype, compile)
-    batch_np = mlm_batch(batch, seq_len, cfg.vocab_size, args.min_len_frac)  # the zoo's batch
-    return TorchBertStep(cfg, batch_np, args.dtype, compile)
+        return TorchGPTStep(cfg, zoo_step.host_batch, nanogpt=True, **kwargs)
+    return TorchBertStep(cfg, zoo_step.host_batch, zoo_step.task.mask_rate, **kwargs)
 
 
 def timing(times: list[float], flops: float, tokens: int, peak: float | None,
            datasheet: float | None) -> dict[str, Any]:
     """The numbers of one side from its per-round seconds per step."""
-    step_s = median(times)
+    step_s = statistics.median(times)
     achieved = flops / step_s / 1e12
     return {"step_s_per_round": times, "median_step_s": step_s, "tokens_per_s": tokens / step_s,
             "achieved_tflops": achieved,
@@ -189,8 +122,8 @@ def run_workload(name: str, batch: int, args, overrides: dict[str, Any], peak: f
         f"first loss {step.first_loss:.4f}")
     torch_sides = {}
     for mode in TORCH_MODES[args.torch]:
-        side = parts.run(f"{label} torch {mode}", build_torch_side, name, step, batch, seq_len,
-                         args, mode == "compile")
+        side = parts.run(f"{label} torch {mode}", build_torch_side, name, step, args,
+                         mode == "compile")
         if side is not None:
             torch_sides[mode] = side
             padding = (f" (vocabulary padded {vocab} -> {side.vocab_size})"
@@ -266,8 +199,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="compute dtype (the torch sides: bfloat16 autocast, or float32)")
     p.add_argument("--batch", type=int, nargs="+", default=[8],
                    help="batch sizes, each measured in turn (e.g. --batch 8 32)")
-    p.add_argument("--gpt-seq-len", type=int, default=1024)
-    p.add_argument("--bert-seq-len", type=int, default=512)
+    p.add_argument("--gpt-seq-len", type=int, default=SEQ_LEN["gpt2_small"])
+    p.add_argument("--bert-seq-len", type=int, default=SEQ_LEN["bert_base"])
     p.add_argument("--min-len-frac", type=float, default=1.0,
                    help="BERT rows have a random length in [frac * T, T] (1.0: no padding)")
     p.add_argument("--torch", choices=tuple(TORCH_MODES), default=None,
@@ -290,27 +223,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     overrides = parse_overrides(args.override)
     parts = Parts(args.time_budget)
     args.torch = args.torch or default_torch_mode()
-    torch_version = torch_device = None
+    torch_version = torch_on = None
     if TORCH_MODES[args.torch]:
         import torch
 
         torch_version = torch.__version__
-        torch_device = "cpu"
+        torch_on = "cpu"
         if torch.cuda.is_available():
-            torch_device = torch.cuda.get_device_name()
+            torch_on = torch.cuda.get_device_name()
             os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # before jax starts
 
     import jax
 
     device = jax.devices()[0]
     sizes = args.peak_sizes or ([1024, 2048] if device.platform == "cpu" else [4096, 8192])
-    peaks, peak = parts.run("matmul peak", matmul_peak, args.dtype, sizes,
-                            args.peak_repeats) or ({}, None)
+    peaks, peak = parts.run("matmul peak", matmul_peak, sizes, args.peak_repeats, ("jax",),
+                            args.dtype, 0.0, "TFLOP/s") or ({"jax": {}}, None)
     datasheet = datasheet_peak(device.device_kind, args.dtype)
     log(f"device {device.device_kind} ({device.platform}); peak "
         + (f"{peak:.2f} TFLOP/s measured" if peak else "not measured")
         + (f", {datasheet:.1f} datasheet" if datasheet else "")
-        + f"; torch sides: {args.torch}" + (f" (torch {torch_version} on {torch_device})"
+        + f"; torch sides: {args.torch}" + (f" (torch {torch_version} on {torch_on})"
                                             if torch_version else ""))
     results = []
     for batch in args.batch:
@@ -320,24 +253,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if result is not None:
                 results.append(result)
             gc.collect()  # the sides' device memory, before the next part allocates its own
-            if torch_version and torch_device != "cpu":
+            if torch_version and torch_on != "cpu":
                 torch.cuda.empty_cache()
     out = {
         "info": {"date": datetime.date.today().isoformat(), "device": device.device_kind,
                  "platform": device.platform, "jax": jax.__version__, "torch": torch_version,
-                 "torch_device": torch_device, "python": platform.python_version(),
-                 "command": "python -m benchmarks.mfu " + " ".join(
-                     sys.argv[1:] if argv is None else argv),
-                 "elapsed_s": parts.elapsed()},
-        "args": vars(args), "measured_peak_tflops": {str(n): t for n, t in peaks.items()},
+                 "torch_device": torch_on, "python": platform.python_version(),
+                 "command": command_line("benchmarks.mfu", argv), "elapsed_s": parts.elapsed()},
+        "args": vars(args), "measured_peak_tflops": {str(n): t for n, t in peaks["jax"].items()},
         "peak_tflops": peak, "datasheet_tflops": datasheet, "results": results,
         "skipped": parts.skipped, "errors": parts.errors,
     }
     print_table(results)
-    for label in parts.skipped:
-        log(f"skipped (time budget): {label}")
-    for e in parts.errors:
-        log(f"failed: {e['part']}: {e['error']}")
+    parts.report()
     log(f"total {parts.elapsed():.0f} s")
     write_json(args.json, out)
     return out

@@ -11,7 +11,8 @@ dropout 0 by default) train through a full step (forward, backward, clipping, Ad
          same LM, through the same zoo step;
   torch  `nn.Embedding` + `nn.LSTM / nn.GRU / nn.RNN(batch_first=True)` + `nn.Linear`, eager.
 Rounds alternate between the sides (A B C A B C ...), medians are reported, and the waiting /
-load metering of `benchmarks.gpt_step` applies. Speed is reported as tokens/s and as the ratio
+load metering of `benchmarks.gpt_step` applies (`benchmarks.harness`). The torch side's AdamW has
+no weight decay. Speed is reported as tokens/s and as the ratio
 to PyTorch.
 
 On a GPU (JAX's default backend), the LSTM gets a fourth side, `zoo-cudnn`: the same zoo model
@@ -24,13 +25,12 @@ flax sides with bf16 compute over float32 parameters and the torch side under
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
-import time
+import sys
 from typing import Any
 
-from benchmarks.gpt_step import (CLEAN_LOAD, OPT_CONFIG, JaxStep, TorchStep, cpu_model,
-                                 make_batch_np, median, num_cores, time_rounds, write_json)
+from benchmarks.harness import (TorchSide, ZooStep, lm_batch, lm_loss, machine_info, num_cores,
+                                ratio_text, summarize, time_rounds, to_torch, torch_device,
+                                write_json)
 
 TORCH_CLASSES = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN"}
 ZOO_MODELS = {"lstm": "lstm_lm", "gru": "gru_lm", "rnn_tanh": "rnn_lm"}
@@ -60,104 +60,30 @@ def flax_rnn_lm(cell: str, vocab: int, emb: int, hidden: int, layers: int,
     return FlaxRNNLM()
 
 
-class JaxSide(JaxStep):
-    """`JaxStep` (timing) around any LM module instead of a registry name."""
+class TorchRNNStep(TorchSide):
+    """An nn.LSTM / nn.GRU / nn.RNN language model's train step (`TorchSide`, no weight decay),
+    on "cuda" when torch sees a GPU (cuDNN's RNNs), under bf16 autocast with
+    `compute_dtype="bfloat16"`."""
 
-    def __init__(self, model, batch: int, seq_len: int, vocab: int):
-        import jax
-        import jax.numpy as jnp
-
-        from zoo.tasks.causal_lm import CausalLM
-        from zoo.train import step as step_lib
-        from zoo.train.optimizer import create_optimizer
-        from zoo.train.schedules import create_schedule
-
-        self.jax = jax
-        schedule = create_schedule("cosine", learning_rate=OPT_CONFIG.learning_rate,
-                                   warmup_steps=OPT_CONFIG.warmup_steps,
-                                   total_steps=OPT_CONFIG.num_train_steps)
-        params = jax.jit(lambda r: model.init(r, jnp.zeros((1, seq_len), jnp.int32)))(
-            jax.random.key(0))["params"]
-        self.num_params = sum(x.size for x in jax.tree.leaves(params))
-        self.state = step_lib.TrainState.create(apply_fn=model.apply, params=params,
-                                                tx=create_optimizer(OPT_CONFIG, schedule))
-        self.batch = jax.device_put(make_batch_np(batch, seq_len, vocab))
-        self.rng = jax.random.key(1)
-        self.step = step_lib.jit_train_step(CausalLM(), learning_rate_fn=schedule)
-        t0 = time.perf_counter()
-        self.state, metrics = self.step(self.state, self.batch, self.rng)
-        self.first_loss = float(metrics["loss"])
-        self.compile_s = time.perf_counter() - t0
-
-
-class TorchSide(TorchStep):
-    """`TorchStep` (step and timing) around an nn.LSTM / nn.GRU / nn.RNN language model, on
-    "cuda" when torch sees a GPU, under bf16 autocast with `compute_dtype="bfloat16"`."""
-
-    def __init__(self, cell: str, batch: int, seq_len: int, vocab: int, emb: int, hidden: int,
+    def __init__(self, cell: str, batch: dict[str, Any], vocab: int, emb: int, hidden: int,
                  layers: int, threads: int, compute_dtype: str = "float32"):
-        import torch
-        import torch.nn.functional as F
         from torch import nn
-
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device == "cuda":
-            torch.backends.cudnn.enabled = True  # nn.LSTM / GRU / RNN run cuDNN's kernels
-            # JAX's default precision lets float32 matmuls (and its cuDNN LSTM) use TF32.
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        else:
-            torch.set_num_threads(threads)
-        # XLA's CPU backend flushes denormals to zero; without the same setting torch slows
-        # down by up to 10x once repeated steps on one batch shrink the gradients (measured).
-        torch.set_flush_denormal(True)
-        torch.manual_seed(0)
-        self.autocast = torch.autocast(self.device, dtype=torch.bfloat16,
-                                       enabled=compute_dtype == "bfloat16")
-        rnn_cls = getattr(nn, TORCH_CLASSES[cell])
 
         class TorchRNNLM(nn.Module):
             def __init__(self):
                 super().__init__()
                 self.embed = nn.Embedding(vocab, emb)
-                self.rnn = rnn_cls(emb, hidden, num_layers=layers, batch_first=True)
+                self.rnn = getattr(nn, TORCH_CLASSES[cell])(emb, hidden, num_layers=layers,
+                                                            batch_first=True)
                 self.out = nn.Linear(hidden, vocab)
 
             def forward(self, tokens):
                 return self.out(self.rnn(self.embed(tokens))[0])
 
-        self.torch, self.F, self.vocab = torch, F, vocab
-        self.model = TorchRNNLM().to(self.device)
-        self.num_params = sum(p.numel() for p in self.model.parameters())
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=OPT_CONFIG.learning_rate * 0.5,
-                                     betas=(OPT_CONFIG.adam_b1, OPT_CONFIG.adam_b2),
-                                     eps=OPT_CONFIG.adam_eps, weight_decay=0.0,
-                                     fused=True if self.device == "cuda" else None)
-        b = make_batch_np(batch, seq_len, vocab)
-        self.inputs = torch.from_numpy(b["inputs"]).long().to(self.device)
-        self.targets = torch.from_numpy(b["targets"]).long().to(self.device)
-        self.weights = torch.from_numpy(b["weights"]).to(self.device)
-        self.first_loss = float(self._step())  # float() waits for the device
-
-    def _step(self):
-        """One step (the forward under autocast when asked) -> the loss, still on the device."""
-        self.opt.zero_grad(set_to_none=True)
-        with self.autocast:
-            logits = self.model(self.inputs)  # (B, T, V)
-        token_loss = self.F.cross_entropy(logits.float().view(-1, self.vocab),
-                                          self.targets.view(-1), reduction="none")
-        w = self.weights.view(-1)
-        loss = (token_loss * w).sum() / w.sum().clamp_min(1e-9)
-        loss.backward()
-        self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), OPT_CONFIG.grad_clip_norm)
-        self.opt.step()
-        return loss.detach()
-
-    def run(self, n: int) -> float:
-        """Seconds per step of `n` steps, the device synchronized before reading the clock."""
-        from benchmarks.torch_gpu import time_steps
-
-        return time_steps(self.torch, self.device, self._step, n)
+        device = torch_device()
+        b = to_torch(batch, device)
+        super().__init__(TorchRNNLM, lm_loss, lambda: (b["inputs"], b["targets"], b["weights"]),
+                         device=device, dtype=compute_dtype, threads=threads, weight_decay=0.0)
 
 
 def cell_sides(cell: str, sides: list[str], gpu: bool, compute_dtype: str) -> list[str]:
@@ -197,8 +123,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import jax
 
-    import zoo
-
     threads = num_cores()
     try:
         import torch
@@ -208,16 +132,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if torch_version is None or args.no_torch:
         args.sides = [s for s in args.sides if s != "torch"]
     gpu = jax.default_backend() == "gpu"
-    info = {"date": datetime.date.today().isoformat(), "cpu": cpu_model(), "cores": threads,
-            "python": platform.python_version(), "jax": jax.__version__,
-            "backend": jax.default_backend(), "torch": torch_version,
-            "device": jax.devices()[0].device_kind, "compute_dtype": args.compute_dtype}
+    info = {**machine_info(torch_version), "device": jax.devices()[0].device_kind,
+            "compute_dtype": args.compute_dtype}
     print(f"# {info['cpu']}, {threads} cores; jax {info['jax']} ({info['backend']}), "
           f"torch {torch_version}; B={args.batch} T={args.seq_len} emb={args.emb} "
           f"hidden={args.hidden} layers={args.layers} vocab={args.vocab}")
     if gpu or args.compute_dtype != "float32":
         print(f"# device {info['device']}; compute dtype {args.compute_dtype}")
-    tokens = args.batch * args.seq_len
+    batch = lm_batch(args.batch, args.seq_len, args.vocab)
     results: dict[str, Any] = {}
     for cell in args.cells:
         sides: dict[str, Any] = {}
@@ -226,43 +148,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 overrides = {} if args.unroll is None else {"unroll": args.unroll}
                 if side == "zoo-cudnn":
                     overrides["rnn_implementation"] = "cudnn"
-                model = zoo.create_model(ZOO_MODELS[cell], vocab_size=args.vocab,
-                                         emb_dim=args.emb, hidden_size=args.hidden,
-                                         num_layers=args.layers, dropout_rate=0.0,
-                                         compute_dtype=args.compute_dtype, **overrides)
-                sides[side] = JaxSide(model, args.batch, args.seq_len, args.vocab)
+                sides[side] = ZooStep(ZOO_MODELS[cell], batch, vocab_size=args.vocab,
+                                      emb_dim=args.emb, hidden_size=args.hidden,
+                                      num_layers=args.layers, compute_dtype=args.compute_dtype,
+                                      **overrides)
             elif side == "flax":
-                model = flax_rnn_lm(cell, args.vocab, args.emb, args.hidden, args.layers,
-                                    args.compute_dtype)
-                sides[side] = JaxSide(model, args.batch, args.seq_len, args.vocab)
+                sides[side] = ZooStep(flax_rnn_lm(cell, args.vocab, args.emb, args.hidden,
+                                                  args.layers, args.compute_dtype), batch)
             else:
-                sides[side] = TorchSide(cell, args.batch, args.seq_len, args.vocab, args.emb,
-                                        args.hidden, args.layers, threads, args.compute_dtype)
+                sides[side] = TorchRNNStep(cell, batch, args.vocab, args.emb, args.hidden,
+                                           args.layers, threads, args.compute_dtype)
         print(f"{cell}: params " + ", ".join(f"{k} {s.num_params:,}" for k, s in sides.items())
               + "; first loss " + ", ".join(f"{k} {s.first_loss:.4f}" for k, s in sides.items()))
         for s in sides.values():
             s.run(1)
         times, loads = time_rounds(sides, args.repeats, args.steps, args.max_wait)
-        cell_res = {}
-        for k in sides:
-            clean = [t for t, o in zip(times[k], loads[k]) if o is not None and o < CLEAN_LOAD]
-            t = median(clean if clean and 2 * len(clean) >= len(times[k]) else times[k])
-            cell_res[k] = {"ms_per_step": t * 1e3, "tokens_per_s": tokens / t,
-                           "clean_rounds": len(clean), "times_s": times[k]}
-        ref = cell_res.get("torch")
-        for k, r in cell_res.items():
-            r["vs_torch"] = r["tokens_per_s"] / ref["tokens_per_s"] if ref else None
-        results[cell] = cell_res
+        results[cell] = summarize(times, loads, args.batch * args.seq_len)
+        for k, r in results[cell].items():
+            r["times_s"] = times[k]
 
     print("\n| cell | side | ms/step | tokens/s | vs PyTorch |\n|---|---|---|---|---|")
     for cell, cell_res in results.items():
         for k, r in cell_res.items():
-            ratio = f"{r['vs_torch']:.2f}x" if r["vs_torch"] else "n/a"
-            print(f"| {cell} | {k} | {r['ms_per_step']:.0f} | {r['tokens_per_s']:,.0f} | {ratio} |")
+            print(f"| {cell} | {k} | {r['ms_per_step']:.0f} | {r['tokens_per_s']:,.0f} | "
+                  f"{ratio_text(r['vs_torch'])} |")
     out = {"info": info, "args": vars(args), "results": results}
     write_json(args.json, out)
     return out
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -3,8 +3,8 @@
     python -m benchmarks.step_variants [--model gpt2_small] [--batch 32] [--seq-len 1024]
         [--variant NAME:KEY=VALUE,KEY=VALUE ...] [--trace-variant NAME] [--json PATH]
 
-Each variant is the zoo's `jit_train_step` (through `benchmarks.gpt_step.JaxStep`: causal LM,
-AdamW, clip 1.0, dropout 0) with model-config overrides on top of `--base` (default bf16
+Each variant is the zoo's `jit_train_step` (through `benchmarks.gpt_step.gpt_zoo_step`: causal
+LM, AdamW, clip 1.0, dropout 0) with model-config overrides on top of `--base` (default bf16
 compute). The variants are timed in interleaved rounds (A B C A B C ...), medians reported, with
 MFU against `--peak-tflops` (default the H100/H200 datasheet's dense bf16 989.4). Per variant
 it also counts, in the compiled program, the cuBLAS / cuDNN custom calls and the fusions.
@@ -26,11 +26,12 @@ import gzip
 import json
 import os
 import re
+import statistics
 import tempfile
 from typing import Any
 
-from benchmarks.gpt_step import JaxStep, median, step_flops, time_rounds, write_json
-from benchmarks.mfu import parse_overrides
+from benchmarks.gpt_step import gpt_zoo_step
+from benchmarks.harness import ZooStep, parse_overrides, time_rounds, write_json
 
 DEFAULT_VARIANTS = ("scan:scan_layers=True", "unrolled:scan_layers=False",
                     "scan_unroll2:scan_layers=True,scan_unroll=2",
@@ -44,9 +45,9 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     return name, parse_overrides(items)
 
 
-def program_counts(step: JaxStep) -> dict[str, int]:
+def program_counts(step: ZooStep) -> dict[str, int]:
     """Custom calls and fusions in the compiled step (what kernels it holds)."""
-    text = step.step.lower(step.state, step.batch, step.rng).compile().as_text()
+    text = step.step.as_text()
     return {"cublas": len(re.findall(r'custom_call_target="__cublas', text)),
             "cudnn": len(re.findall(r'custom_call_target="__cudnn', text)),
             "fusions": len(re.findall(r"^\s*(?:ROOT )?\S+ = \S+ fusion\(", text, re.M)),
@@ -95,7 +96,7 @@ def kernel_breakdown(trace_dir: str, steps: int, top: int = 25) -> dict[str, Any
             "top_kernels_ms": ranked[:top], "num_kernels": len(per_kernel)}
 
 
-def trace_steps(step: JaxStep, steps: int, trace_dir: str) -> None:
+def trace_steps(step: ZooStep, steps: int, trace_dir: str) -> None:
     import jax
 
     step.run(1)
@@ -122,11 +123,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import jax
 
     base = parse_overrides(args.base)
-    sides, info = {}, {}
+    sides, info, flops = {}, {}, {}
     for text in args.variant:
         name, overrides = parse_variant(text)
         try:
-            step = JaxStep(args.model, args.batch, args.seq_len, **{**base, **overrides})
+            step, flops[name] = gpt_zoo_step(args.model, args.batch, args.seq_len,
+                                             **{**base, **overrides})
         except Exception as e:  # noqa: BLE001  (report the variant, measure the others)
             print(f"{name}: failed to build: {type(e).__name__}: {e}", flush=True)
             info[name] = {"overrides": overrides, "error": f"{type(e).__name__}: {e}"}
@@ -139,16 +141,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         info[name] = {"overrides": overrides, "compile_s": step.compile_s,
                       "first_loss": step.first_loss, "program": counts}
     times, _ = time_rounds(sides, args.repeats, args.steps, max_wait=0)
-    cfg = next(iter(sides.values())).model.config if sides else None
     results = {}
-    for name, step in sides.items():
-        cfg = step.model.config
-        flops = step_flops(cfg.num_layers, cfg.emb_dim, cfg.mlp_dim, cfg.vocab_size,
-                           args.batch, args.seq_len)["per_step"]
-        t = median(times[name])
+    for name in sides:
+        t = statistics.median(times[name])
         results[name] = {**info[name], "ms_per_step": t * 1e3,
                          "tokens_per_s": args.batch * args.seq_len / t,
-                         "mfu": flops / t / 1e12 / args.peak_tflops}
+                         "mfu": flops[name]["per_step"] / t / 1e12 / args.peak_tflops}
     for name in info:
         results.setdefault(name, info[name])
     print("| variant | overrides | compile s | ms/step | tokens/s | MFU |")

@@ -4,7 +4,8 @@
                                           [--steps 10 --repeats 5] [--json PATH]
 
 Two workloads, measured in one process after one measurement of the f32 matmul peak (best-of-N
-`jnp.dot` / `torch.mm`, as in `benchmarks.gpt_step`, whose helpers this script imports):
+`jnp.dot` / `np.matmul` / `torch.mm`, as in `benchmarks.gpt_step`; the machinery is
+`benchmarks.harness`'s):
 
 transformer  the zoo's `Transformer` (post-LN, ReLU FFN, sinusoidal positions, one embedding
     matrix for source, target and output, scaled by sqrt(D)) through
@@ -27,18 +28,19 @@ bert  the zoo's `Bert(head="mlm")` (word + learned position + segment embeddings
     key padding mask, the same choice of positions and 80-10-10 corruption drawn with torch's
     RNG every step, the same MLM head on the hidden states gathered at those positions, cross
     entropy over them. `--mlm-head-everywhere` runs torch's head over every position instead
-    (Hugging Face `BertForMaskedLM`'s way; the loss is the same).
+    (Hugging Face `BertForMaskedLM`'s way; the loss is the same). `benchmarks.mfu` runs the
+    same model on a GPU, the masks drawn on the device.
 
 Both sides run the full step: forward, backward, global-norm clipping to 1.0, AdamW (weight
 decay on >= 2-D parameters; torch's default AdamW, or `fused=True` with `--torch-fused-adamw`;
-the zoo's schedule is `gpt_step.OPT_CONFIG`'s cosine, torch a constant lr; the update's cost
+the zoo's schedule is `harness.OPT_CONFIG`'s cosine, torch a constant lr; the update's cost
 does not depend on the value). The zoo's step also computes its
 metrics (accuracy, unsmoothed nll, gradient and parameter norms), which torch does not: a few
 elementwise passes. Batches are random tokens; each source/target/BERT sequence has a random
 length in [`--min-len-frac` * length, length] followed by padding (PAD = 0), so every mask is
 exercised; tokens/s counts all B * length positions, padding included (both sides compute them).
 Timing, waiting for an idle CPU, load metering from /proc/stat and the "clean round" medians are
-those of `benchmarks.gpt_step` (JAX and PyTorch rounds alternate per workload), with one
+those of `benchmarks.gpt_step` (`harness.time_rounds`; JAX and PyTorch rounds alternate per workload), with one
 addition: after `--repeats` rounds, more rounds run (up to `--max-rounds` in all) while either
 side has fewer than half of its rounds clean, because a busy core slows torch's OpenMP threads
 5-10x but XLA's only 1.5-2x, so a loaded round would bias the ratio.
@@ -77,33 +79,19 @@ ops, softmax, LayerNorm and the optimizer) is printed next to each as a check.
 from __future__ import annotations
 
 import argparse
-import datetime
+import dataclasses
+import functools
 import math
-import os
-import platform
 import sys
-import time
 from typing import Any
 
 import numpy as np
 
-from benchmarks.gpt_step import (
-    CLEAN_LOAD,
-    OPT_CONFIG,
-    JaxStep,
-    LoadMeter,
-    TorchStep,
-    _fmt_load,
-    add_timing_arguments,
-    cpu_model,
-    measure_peak,
-    median,
-    num_cores,
-    wait_for_quiet,
-    write_json,
-)
+from benchmarks.harness import (CLEAN_LOAD, TorchSide, ZooStep, add_timing_arguments,
+                                cross_entropy, race, start, summarize, table_cells, to_torch,
+                                write_json)
+from zoo.special_tokens import BOS_ID, EOS_ID, NUM_SPECIAL, PAD_ID
 
-PAD_ID, BOS_ID, EOS_ID, FIRST_TOKEN = 0, 1, 2, 4  # zoo.data.vocab: ids 0-3 are special
 WORKLOADS = ("transformer", "bert")
 
 
@@ -133,15 +121,15 @@ def bert_flops(num_layers: int, emb_dim: int, mlp_dim: int, vocab_size: int, bat
 
 
 # --------------------------------------------------------------------------------------------
-# data
+# data and the zoo's BERT step
 
 
 def padded_tokens(rng: np.random.Generator, batch: int, length: int, vocab: int,
                   min_frac: float, eos: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Random tokens in [FIRST_TOKEN, vocab) of random lengths, then PAD -> (tokens, weights)."""
+    """Random tokens in [NUM_SPECIAL, vocab) of random lengths, then PAD -> (tokens, weights)."""
     lengths = rng.integers(max(1, math.ceil(min_frac * length)), length + 1, size=batch)
     weights = (np.arange(length)[None, :] < lengths[:, None]).astype(np.float32)
-    tokens = rng.integers(FIRST_TOKEN, vocab, size=(batch, length), dtype=np.int32)
+    tokens = rng.integers(NUM_SPECIAL, vocab, size=(batch, length), dtype=np.int32)
     if eos:
         tokens[np.arange(batch), lengths - 1] = EOS_ID
     return np.where(weights > 0, tokens, PAD_ID).astype(np.int32), weights
@@ -161,89 +149,18 @@ def mlm_batch(batch: int, seq_len: int, vocab: int, min_frac: float,
     return {"inputs": inputs, "targets": inputs.copy(), "weights": weights}
 
 
-# --------------------------------------------------------------------------------------------
-# the zoo's side
-
-
-def _xla_flops(compiled: Any) -> float | None:
-    try:
-        ca = compiled.cost_analysis()
-        if isinstance(ca, (list, tuple)):
-            ca = ca[0] if ca else None
-        if ca and ca.get("flops", -1) > 0:
-            return float(ca["flops"])
-    except Exception as e:  # noqa: BLE001  (backend without cost analysis)
-        print(f"  (XLA cost_analysis unavailable: {e})")
-    return None
-
-
-class ZooStep(JaxStep):
-    """`JaxStep` (timing) around a registry model and its task instead of gpt_tiny/CausalLM."""
-
-    def __init__(self, model_name: str, task_name: str, batch: dict[str, np.ndarray],
-                 init_inputs: tuple[Any, ...], **overrides: Any):
-        import jax
-
-        import zoo
-        from zoo.tasks import get_task
-        from zoo.train import step as step_lib
-        from zoo.train.optimizer import create_optimizer
-        from zoo.train.schedules import create_schedule
-
-        self.jax = jax
-        self.model = zoo.create_model(model_name, dropout_rate=0.0, **overrides)
-        self.task = get_task(task_name, self.model.config)
-        schedule = create_schedule("cosine", learning_rate=OPT_CONFIG.learning_rate,
-                                   warmup_steps=OPT_CONFIG.warmup_steps,
-                                   total_steps=OPT_CONFIG.num_train_steps)
-        params = jax.jit(lambda r: self.model.init(r, *init_inputs))(jax.random.key(0))["params"]
-        self.num_params = sum(x.size for x in jax.tree.leaves(params))
-        # A host copy for the numerical check: the step donates (invalidates) the state.
-        self.init_params = jax.tree.map(lambda x: np.array(x, copy=True), params)
-        self.state = step_lib.TrainState.create(apply_fn=self.model.apply, params=params,
-                                                tx=create_optimizer(OPT_CONFIG, schedule))
-        self.batch = jax.device_put(batch)
-        self.rng = jax.random.key(1)
-        step = step_lib.jit_train_step(self.task, learning_rate_fn=schedule)
-        t0 = time.perf_counter()
-        self.step = step.lower(self.state, self.batch, self.rng).compile()
-        self.compile_s = time.perf_counter() - t0
-        self.xla_flops = _xla_flops(self.step)
-        self.state, metrics = self.step(self.state, self.batch, self.rng)
-        self.first_loss = float(metrics["loss"])
-
-    def loss(self, batch: dict[str, np.ndarray], rng: Any) -> float:
-        """Mean loss of `batch` under the initial parameters (the task's loss, train=False)."""
-        loss_sum, sums = self.jax.jit(
-            lambda p, b: self.task.loss(self.model.apply, p, b, rng, train=False))(
-            self.init_params, batch)
-        return float(loss_sum / sums["weight"])
+def bert_zoo_step(model: str, batch: int, seq_len: int, min_len_frac: float,
+                  **overrides: Any) -> tuple[ZooStep, dict[str, float]]:
+    """(the zoo's masked-LM step of registry model `model` on an `mlm_batch`, its FLOPs)."""
+    step = ZooStep(model, lambda cfg: mlm_batch(batch, seq_len, cfg.vocab_size, min_len_frac),
+                   "masked_lm", **overrides)
+    cfg = step.model.config
+    return step, bert_flops(cfg.num_layers, cfg.emb_dim, cfg.mlp_dim, cfg.vocab_size, batch,
+                            seq_len, max(1, round(seq_len * step.task.mask_rate)))
 
 
 # --------------------------------------------------------------------------------------------
 # the PyTorch side
-
-
-def _adamw(torch: Any, model: Any, fused: bool = False) -> Any:
-    """AdamW with decay on >= 2-D parameters; `fused=True` is PyTorch's one-kernel CPU update
-    (6.1 against 13.4 ms for BERT's 5.4M parameters, benchmarks/RESULTS.md)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(
-        [{"params": [p for p in params if p.ndim >= 2], "weight_decay": OPT_CONFIG.weight_decay},
-         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-        lr=OPT_CONFIG.learning_rate * 0.5, betas=(OPT_CONFIG.adam_b1, OPT_CONFIG.adam_b2),
-        eps=OPT_CONFIG.adam_eps, fused=fused or None)
-
-
-def _torch_setup(threads: int):
-    import torch
-
-    torch.set_num_threads(threads)
-    # XLA's CPU backend flushes denormals to zero; torch slows down badly without it once
-    # repeated steps on one batch shrink the gradients (see benchmarks/gpt_step.py).
-    torch.set_flush_denormal(True)
-    torch.manual_seed(0)
-    return torch
 
 
 def build_torch_seq2seq(cfg: Any):
@@ -253,7 +170,7 @@ def build_torch_seq2seq(cfg: Any):
 
     from zoo.nn.transformer import sinusoidal_positions
 
-    D = cfg.emb_dim
+    D, table = cfg.emb_dim, torch.from_numpy(sinusoidal_positions(cfg.max_len, cfg.emb_dim))
 
     class Seq2SeqTransformer(nn.Module):
         def __init__(self):
@@ -266,8 +183,7 @@ def build_torch_seq2seq(cfg: Any):
             # nn.Transformer ends both stacks with a LayerNorm; the post-LN zoo model does not.
             self.transformer.encoder.norm = None
             self.transformer.decoder.norm = None
-            self.register_buffer("positions", torch.from_numpy(
-                sinusoidal_positions(cfg.max_len, D)), persistent=False)
+            self.register_buffer("positions", table, persistent=False)
 
         def forward(self, inputs, decoder_inputs):
             S, T = inputs.shape[1], decoder_inputs.shape[1]
@@ -346,33 +262,33 @@ def _ln(prefix: str, p: dict) -> dict[str, np.ndarray]:
     return {f"{prefix}.weight": _np(p["scale"]), f"{prefix}.bias": _np(p["bias"])}
 
 
-def _self_attention(prefix: str, layer: dict) -> dict[str, np.ndarray]:
+def _layer(t: str, layer: dict, norms: tuple[str, ...] = ("ln_attn", "ln_mlp")
+           ) -> dict[str, np.ndarray]:
+    """A zoo encoder (or decoder) layer's self-attention, LayerNorms (norm1, norm2, ...) and
+    MLP under the names of torch's nn.TransformerEncoderLayer (DecoderLayer) `t`."""
     a = layer["attn"]
-    return _attention_state(prefix, _np(a["qkv"]["kernel"]), _np(a["qkv"]["bias"]), a["out"])
+    sd = _attention_state(f"{t}.self_attn", _np(a["qkv"]["kernel"]), _np(a["qkv"]["bias"]),
+                          a["out"])
+    for i, norm in enumerate(norms):
+        sd |= _ln(f"{t}.norm{i + 1}", layer[norm])
+    return sd | _dense(f"{t}.linear1", layer["mlp"]["fc"]) | _dense(f"{t}.linear2",
+                                                                    layer["mlp"]["proj"])
 
 
 def seq2seq_state_dict(params: dict, cfg: Any) -> dict[str, np.ndarray]:
     """The zoo Transformer's parameters under the torch model's names."""
     sd = {"embed.weight": _np(params["embedding"]["embedding"])}
     for i in range(cfg.num_encoder_layers):
-        layer, t = params["encoder"][f"layers_{i}"], f"transformer.encoder.layers.{i}"
-        sd |= _self_attention(f"{t}.self_attn", layer)
-        sd |= _ln(f"{t}.norm1", layer["ln_attn"]) | _ln(f"{t}.norm2", layer["ln_mlp"])
-        sd |= _dense(f"{t}.linear1", layer["mlp"]["fc"]) | _dense(f"{t}.linear2",
-                                                                  layer["mlp"]["proj"])
+        sd |= _layer(f"transformer.encoder.layers.{i}", params["encoder"][f"layers_{i}"])
     for i in range(cfg.num_decoder_layers):
         layer, t = params["decoder"][f"layers_{i}"], f"transformer.decoder.layers.{i}"
-        sd |= _self_attention(f"{t}.self_attn", layer)
+        sd |= _layer(t, layer, ("ln_attn", "ln_cross", "ln_mlp"))
         c, d = layer["cross_attn"], cfg.emb_dim
         kernel = np.concatenate([_np(c["query"]["kernel"]).reshape(d, -1),
                                  _np(c["kv"]["kernel"]).reshape(d, -1)], axis=1)
         bias = np.concatenate([_np(c["query"]["bias"]).reshape(-1),
                                _np(c["kv"]["bias"]).reshape(-1)])
         sd |= _attention_state(f"{t}.multihead_attn", kernel, bias, c["out"])
-        sd |= (_ln(f"{t}.norm1", layer["ln_attn"]) | _ln(f"{t}.norm2", layer["ln_cross"])
-               | _ln(f"{t}.norm3", layer["ln_mlp"]))
-        sd |= _dense(f"{t}.linear1", layer["mlp"]["fc"]) | _dense(f"{t}.linear2",
-                                                                  layer["mlp"]["proj"])
     return sd
 
 
@@ -384,140 +300,79 @@ def bert_state_dict(params: dict, cfg: Any) -> dict[str, np.ndarray]:
           "segment.weight": _np(b["segment_embeddings"]["embedding"])}
     sd |= _ln("ln_embeddings", b["ln_embeddings"]) | _dense("pooler", b["pooler"])
     for i in range(cfg.num_layers):
-        layer, t = b[f"layers_{i}"], f"encoder.layers.{i}"
-        sd |= _self_attention(f"{t}.self_attn", layer)
-        sd |= _ln(f"{t}.norm1", layer["ln_attn"]) | _ln(f"{t}.norm2", layer["ln_mlp"])
-        sd |= _dense(f"{t}.linear1", layer["mlp"]["fc"]) | _dense(f"{t}.linear2",
-                                                                  layer["mlp"]["proj"])
+        sd |= _layer(f"encoder.layers.{i}", b[f"layers_{i}"])
     sd |= _dense("mlm_dense", params["mlm_dense"]) | _ln("mlm_ln", params["mlm_ln"])
     sd["mlm_bias"] = _np(params["mlm_bias"])
     return sd
 
 
-class TorchSeq2SeqStep(TorchStep):
-    """`TorchStep` (timing) around `build_torch_seq2seq`: label-smoothed, weighted CE."""
+def seq2seq_loss(model, inputs, targets, weights, label_smoothing: float = 0.0):
+    """Teacher forcing (the decoder reads BOS + targets[:, :-1]), label-smoothed weighted CE."""
+    import torch
 
-    def __init__(self, cfg: Any, batch: dict[str, np.ndarray], threads: int,
-                 label_smoothing: float, fused_adamw: bool = False):
-        torch = _torch_setup(threads)
-        import torch.nn.functional as F
-
-        self.torch, self.F, self.cfg = torch, F, cfg
-        self.label_smoothing = label_smoothing
-        self.model = build_torch_seq2seq(cfg)
-        self.num_params = sum(p.numel() for p in self.model.parameters())
-        self.opt = _adamw(torch, self.model, fused_adamw)
-        self.inputs, self.targets, self.weights = self._tensors(batch)
-        self.first_loss = self._step()
-
-    def _tensors(self, batch):
-        t = self.torch
-        return (t.from_numpy(batch["inputs"]).long(), t.from_numpy(batch["targets"]).long(),
-                t.from_numpy(batch["weights"]))
-
-    def _loss(self, inputs, targets, weights):
-        bos = self.torch.full_like(targets[:, :1], BOS_ID)
-        logits = self.model(inputs, self.torch.cat([bos, targets[:, :-1]], dim=1))
-        token_loss = self.F.cross_entropy(logits.reshape(-1, self.cfg.vocab_size),
-                                          targets.reshape(-1), reduction="none",
-                                          label_smoothing=self.label_smoothing)
-        w = weights.reshape(-1)
-        return (token_loss * w).sum() / w.sum().clamp_min(1e-9)
-
-    def _step(self) -> float:
-        self.opt.zero_grad(set_to_none=True)
-        loss = self._loss(self.inputs, self.targets, self.weights)
-        loss.backward()
-        self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), OPT_CONFIG.grad_clip_norm)
-        self.opt.step()
-        return float(loss.detach())
-
-    def loss_with(self, state_dict: dict[str, np.ndarray], batch: dict[str, np.ndarray]) -> float:
-        """Loss of `batch` in a fresh model holding `state_dict` (the timed model is untouched)."""
-        model = build_torch_seq2seq(self.cfg)
-        model.load_state_dict({k: self.torch.from_numpy(np.ascontiguousarray(v))
-                               for k, v in state_dict.items()}, strict=True)
-        timed, self.model = self.model, model
-        try:
-            with self.torch.no_grad():
-                return float(self._loss(*self._tensors(batch)))
-        finally:
-            self.model = timed
+    bos = torch.full_like(targets[:, :1], BOS_ID)
+    logits = model(inputs, torch.cat([bos, targets[:, :-1]], dim=1))
+    return cross_entropy(logits, targets, weights, label_smoothing)
 
 
-class TorchMLMStep(TorchStep):
-    """`TorchStep` (timing) around `build_torch_bert`; chooses and corrupts 15% every step."""
+def mlm_loss(model, corrupted, valid, positions, targets, weights, head_everywhere=False):
+    """Weighted CE at the chosen positions; `head_everywhere`: the head at every position, then
+    the chosen ones (Hugging Face's way)."""
+    if not head_everywhere:
+        return cross_entropy(model(corrupted, valid, positions), targets, weights)
+    logits = model(corrupted, valid)
+    logits = logits.gather(1, positions[..., None].expand(-1, -1, logits.shape[-1]))
+    return cross_entropy(logits, targets, weights)
 
-    def __init__(self, cfg: Any, batch: dict[str, np.ndarray], threads: int,
-                 head_everywhere: bool = False, fused_adamw: bool = False):
-        torch = _torch_setup(threads)
-        import torch.nn.functional as F
 
-        self.torch, self.F, self.cfg = torch, F, cfg
-        self.head_everywhere = head_everywhere
-        self.model = build_torch_bert(cfg)
-        self.num_params = sum(p.numel() for p in self.model.parameters())
-        self.opt = _adamw(torch, self.model, fused_adamw)
-        self.tokens = torch.from_numpy(batch["inputs"]).long()
-        self.valid = torch.from_numpy(batch["weights"]) > 0
-        self.gen = torch.Generator().manual_seed(1)
-        self.first_loss = self._step()
+class TorchSeq2SeqStep(TorchSide):
+    """`build_torch_seq2seq(cfg)`'s train step (`TorchSide`) on `batch` (`seq2seq_batch`)."""
 
-    def mask_tokens(self, tokens, valid):
-        """zoo.tasks.masked_lm.mask_tokens with torch's RNG -> (corrupted, positions, weights)."""
-        t, cfg = self.torch, self.cfg
-        budget = max(1, round(tokens.shape[1] * cfg.mask_rate))
+    def __init__(self, cfg: Any, batch: dict[str, np.ndarray], label_smoothing: float,
+                 **kwargs: Any):
+        b = to_torch(batch)
+        super().__init__(lambda: build_torch_seq2seq(cfg),
+                         functools.partial(seq2seq_loss, label_smoothing=label_smoothing),
+                         lambda: (b["inputs"], b["targets"], b["weights"]), **kwargs)
+
+
+class TorchBertStep(TorchSide):
+    """`build_torch_bert(cfg)`'s MLM train step (`TorchSide`) on `batch` (`mlm_batch`: "inputs"
+    (B, T), "weights" (B, T), 0 = padding). Every step draws new masks with torch's RNG on the
+    device, the zoo task's way: round(`mask_rate`) of each row's real tokens (P =
+    round(mask_rate * T) slots per row), 80% [MASK] / 10% random / 10% kept."""
+
+    def __init__(self, cfg: Any, batch: dict[str, np.ndarray], mask_rate: float,
+                 head_everywhere: bool = False, **kwargs: Any):
+        import torch
+
+        self.cfg, self.vocab_size, self.mask_rate = cfg, cfg.vocab_size, mask_rate
+        b = to_torch(batch, kwargs.get("device", "cpu"))
+        self.tokens, self.valid = b["inputs"], b["weights"] > 0  # (B, T) each
+        self.gen = torch.Generator(kwargs.get("device", "cpu")).manual_seed(1)
+        super().__init__(lambda: build_torch_bert(cfg),
+                         functools.partial(mlm_loss, head_everywhere=head_everywhere),
+                         self.masked_batch, **kwargs)
+
+    def masked_batch(self):
+        """`zoo.tasks.masked_lm.mask_tokens` with torch's RNG on the device ->
+        (corrupted (B, T), valid (B, T), positions (B, P), targets (B, P), weights (B, P))."""
+        t, tokens, valid, device = self.torch, self.tokens, self.valid, self.device
+        budget = max(1, round(tokens.shape[1] * self.mask_rate))  # P
         lengths = valid.sum(1)
-        count = t.where(lengths > 0, t.round(lengths * cfg.mask_rate).clamp_min(1), 0)
-        scores = t.where(valid, t.rand(tokens.shape, generator=self.gen), 2.0)
-        positions = t.topk(-scores, budget, dim=1).indices  # (B, P)
-        weights = (t.arange(budget)[None, :] < count[:, None]).float()
+        count = t.where(lengths > 0, t.round(lengths * self.mask_rate).clamp_min(1), 0)
+        scores = t.where(valid, t.rand(tokens.shape, generator=self.gen, device=device),
+                         2.0)  # padding sorts last
+        positions = t.topk(-scores, budget, dim=1).indices  # the P lowest scores
+        weights = (t.arange(budget, device=device)[None, :] < count[:, None]).float()
         original = t.gather(tokens, 1, positions)
-        kind = t.rand(positions.shape, generator=self.gen)
-        random_tokens = t.randint(0, cfg.vocab_size, positions.shape, generator=self.gen)
-        new = t.where(kind < 0.8, cfg.mask_token_id, t.where(kind < 0.9, random_tokens, original))
+        kind = t.rand(positions.shape, generator=self.gen, device=device)
+        random_tokens = t.randint(0, self.vocab_size, positions.shape, generator=self.gen,
+                                  device=device)
+        new = t.where(kind < 0.8, self.cfg.mask_token_id,
+                      t.where(kind < 0.9, random_tokens, original))
         new = t.where(weights > 0, new, original)
-        return tokens.scatter(1, positions, new), positions, weights
-
-    def _loss(self, corrupted, tokens, valid, positions, weights):
-        targets = self.torch.gather(tokens, 1, positions)  # (B, P)
-        if self.head_everywhere:  # logits at every position, then the chosen ones
-            logits = self.model(corrupted, valid)
-            logits = self.torch.gather(logits, 1, positions[..., None].expand(
-                -1, -1, self.cfg.vocab_size))
-        else:
-            logits = self.model(corrupted, valid, positions)  # (B, P, V)
-        token_loss = self.F.cross_entropy(logits.reshape(-1, self.cfg.vocab_size),
-                                          targets.reshape(-1), reduction="none")
-        w = weights.reshape(-1)
-        return (token_loss * w).sum() / w.sum().clamp_min(1e-9)
-
-    def _step(self) -> float:
-        self.opt.zero_grad(set_to_none=True)
-        corrupted, positions, weights = self.mask_tokens(self.tokens, self.valid)
-        loss = self._loss(corrupted, self.tokens, self.valid, positions, weights)
-        loss.backward()
-        self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), OPT_CONFIG.grad_clip_norm)
-        self.opt.step()
-        return float(loss.detach())
-
-    def loss_with(self, state_dict: dict[str, np.ndarray], corrupted: np.ndarray,
-                  tokens: np.ndarray, valid: np.ndarray, positions: np.ndarray,
-                  weights: np.ndarray) -> float:
-        t = self.torch
-        model = build_torch_bert(self.cfg)
-        model.load_state_dict({k: t.from_numpy(np.ascontiguousarray(v))
-                               for k, v in state_dict.items()}, strict=True)
-        timed, self.model = self.model, model
-        try:
-            with t.no_grad():
-                return float(self._loss(t.from_numpy(np.array(corrupted)).long(),
-                                        t.from_numpy(np.array(tokens)).long(),
-                                        t.from_numpy(np.array(valid)),
-                                        t.from_numpy(np.array(positions)).long(),
-                                        t.from_numpy(np.array(weights))))
-        finally:
-            self.model = timed
+        return tokens.scatter(1, positions, new), valid, positions, original, weights
 
 
 # --------------------------------------------------------------------------------------------
@@ -525,34 +380,30 @@ class TorchMLMStep(TorchStep):
 
 
 def setup_transformer(args, threads: int, use_torch: bool) -> dict[str, Any]:
-    import jax.numpy as jnp
-
-    batch = seq2seq_batch(args.tf_batch, args.tf_src_len, args.tf_tgt_len, args.tf_vocab,
-                          args.min_len_frac)
+    S, T = args.tf_src_len, args.tf_tgt_len
+    batch = seq2seq_batch(args.tf_batch, S, T, args.tf_vocab, args.min_len_frac)
     zoo_side = ZooStep(
-        "transformer_tiny", "seq2seq", batch,
-        (jnp.zeros((1, args.tf_src_len), jnp.int32), jnp.zeros((1, args.tf_tgt_len), jnp.int32)),
-        vocab_size=args.tf_vocab, emb_dim=args.tf_emb_dim, num_heads=args.tf_heads,
-        num_encoder_layers=args.tf_enc_layers, num_decoder_layers=args.tf_dec_layers,
-        mlp_dim=args.tf_mlp_dim, max_len=max(args.tf_src_len, args.tf_tgt_len),
+        "transformer_tiny", batch, "seq2seq", vocab_size=args.tf_vocab, emb_dim=args.tf_emb_dim,
+        num_heads=args.tf_heads, num_encoder_layers=args.tf_enc_layers,
+        num_decoder_layers=args.tf_dec_layers, mlp_dim=args.tf_mlp_dim, max_len=max(S, T),
         label_smoothing=args.tf_label_smoothing)
     cfg = zoo_side.model.config
     w = {"name": "transformer", "config": cfg, "zoo": zoo_side,
-         "tokens_per_step": args.tf_batch * (args.tf_src_len + args.tf_tgt_len),
-         "shapes": {"B": args.tf_batch, "S": args.tf_src_len, "T": args.tf_tgt_len},
+         "tokens_per_step": args.tf_batch * (S + T),
+         "shapes": {"B": args.tf_batch, "S": S, "T": T},
          "flops": transformer_flops(cfg.num_encoder_layers, cfg.num_decoder_layers, cfg.emb_dim,
-                                    cfg.mlp_dim, cfg.vocab_size, args.tf_batch, args.tf_src_len,
-                                    args.tf_tgt_len)}
+                                    cfg.mlp_dim, cfg.vocab_size, args.tf_batch, S, T)}
     if use_torch:
-        w["torch"] = TorchSeq2SeqStep(cfg, batch, threads, cfg.label_smoothing,
-                                      args.torch_fused_adamw)
+        w["torch"] = TorchSeq2SeqStep(cfg, batch, zoo_side.task.label_smoothing, threads=threads,
+                                      fused=args.torch_fused_adamw)
         if args.check:
-            check = seq2seq_batch(args.tf_batch, args.tf_src_len, args.tf_tgt_len, args.tf_vocab,
-                                  args.min_len_frac, seed=7)
             import jax
-            zoo_loss = zoo_side.loss(check, jax.random.key(3))
-            torch_loss = w["torch"].loss_with(seq2seq_state_dict(zoo_side.init_params, cfg),
-                                              check)
+
+            check = seq2seq_batch(args.tf_batch, S, T, args.tf_vocab, args.min_len_frac, seed=7)
+            params = zoo_side.initial_state().params
+            zoo_loss = zoo_side.loss(params, check, jax.random.key(3))
+            torch_loss = w["torch"].loss_with(seq2seq_state_dict(params, cfg), check["inputs"],
+                                              check["targets"], check["weights"])
             w["check"] = {"zoo_loss": zoo_loss, "torch_loss": torch_loss,
                           "rel_diff": abs(zoo_loss - torch_loss) / abs(zoo_loss)}
     return w
@@ -562,110 +413,55 @@ def setup_bert(args, threads: int, use_torch: bool) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
 
-    batch = mlm_batch(args.bert_batch, args.bert_seq_len, args.bert_vocab, args.min_len_frac)
-    zoo_side = ZooStep(
-        "bert_tiny", "masked_lm", batch, (jnp.zeros((1, args.bert_seq_len), jnp.int32),),
+    zoo_side, flops = bert_zoo_step(
+        "bert_tiny", args.bert_batch, args.bert_seq_len, args.min_len_frac,
         vocab_size=args.bert_vocab, emb_dim=args.bert_emb_dim, num_heads=args.bert_heads,
         num_layers=args.bert_layers, mlp_dim=args.bert_mlp_dim, max_len=args.bert_seq_len,
         mask_token_id=args.bert_mask_token)
-    cfg = zoo_side.model.config
-    w = {"name": "bert", "config": cfg, "zoo": zoo_side,
+    cfg, task = zoo_side.model.config, zoo_side.task
+    w = {"name": "bert", "config": cfg, "zoo": zoo_side, "flops": flops,
          "tokens_per_step": args.bert_batch * args.bert_seq_len,
-         "shapes": {"B": args.bert_batch, "T": args.bert_seq_len},
-         "flops": bert_flops(cfg.num_layers, cfg.emb_dim, cfg.mlp_dim, cfg.vocab_size,
-                             args.bert_batch, args.bert_seq_len,
-                             max(1, round(args.bert_seq_len * cfg.mask_rate)))}
+         "shapes": {"B": args.bert_batch, "T": args.bert_seq_len}}
     if use_torch:
-        w["torch"] = TorchMLMStep(cfg, batch, threads, args.mlm_head_everywhere,
-                                  args.torch_fused_adamw)
+        w["torch"] = TorchBertStep(cfg, zoo_side.host_batch, task.mask_rate,
+                                   args.mlm_head_everywhere, threads=threads,
+                                   fused=args.torch_fused_adamw)
         if args.check:
             from zoo.tasks.masked_lm import mask_tokens
 
             check = mlm_batch(args.bert_batch, args.bert_seq_len, args.bert_vocab,
                               args.min_len_frac, seed=7)
             rng = jax.random.key(3)
-            zoo_loss = zoo_side.loss(check, rng)
+            params = zoo_side.initial_state().params
+            zoo_loss = zoo_side.loss(params, check, rng)
             valid = check["weights"] > 0  # the task's own masking of this batch and rng:
-            corrupted, positions, weights = mask_tokens(
+            corrupted, positions, weights = (np.asarray(x) for x in mask_tokens(
                 jax.random.split(rng)[0], jnp.asarray(check["inputs"]), jnp.asarray(valid),
-                vocab_size=cfg.vocab_size, mask_token_id=cfg.mask_token_id,
-                mask_rate=cfg.mask_rate)
-            torch_loss = w["torch"].loss_with(bert_state_dict(zoo_side.init_params, cfg),
-                                              np.asarray(corrupted), check["inputs"], valid,
-                                              np.asarray(positions), np.asarray(weights))
+                vocab_size=task.vocab_size, mask_token_id=task.mask_token_id,
+                mask_rate=task.mask_rate))
+            torch_loss = w["torch"].loss_with(
+                bert_state_dict(params, cfg), corrupted, valid, positions,
+                np.take_along_axis(check["inputs"], positions, axis=1), weights)
             w["check"] = {"zoo_loss": zoo_loss, "torch_loss": torch_loss,
                           "rel_diff": abs(zoo_loss - torch_loss) / abs(zoo_loss),
-                          "predicted_tokens": int(np.asarray(weights).sum())}
+                          "predicted_tokens": int(weights.sum())}
     return w
-
-
-def time_rounds_until_clean(sides: dict[str, Any], repeats: int, max_rounds: int, steps: int,
-                            max_wait: float):
-    """`gpt_step.time_rounds`, plus extra rounds (up to `max_rounds` in all) while a side has
-    fewer than half of its rounds clean: others' load slows torch's OpenMP threads far more
-    than XLA's (measured: 5-10x vs 1.5-2x with one core busy), so loaded rounds say little."""
-    times: dict[str, list[float]] = {k: [] for k in sides}
-    loads: dict[str, list[float | None]] = {k: [] for k in sides}
-
-    def clean(k):
-        return sum(o is not None and o < CLEAN_LOAD for o in loads[k])
-
-    r = 0
-    while r < repeats or (r < max_rounds and any(2 * clean(k) < r for k in sides)):
-        for k, s in sides.items():
-            if max_wait > 0:
-                wait_for_quiet(max_wait)
-            with LoadMeter() as m:
-                times[k].append(s.run(steps))
-            loads[k].append(m.others)
-        r += 1
-        print(f"  round {r} (>= {repeats}, <= {max_rounds}): " + ", ".join(
-            f"{k} {times[k][-1] * 1e3:.1f} ms/step (others {_fmt_load(loads[k][-1])} cores)"
-            for k in sides), flush=True)
-    return times, loads
-
-
-def summarize(times, loads, flops_per_step: float, tokens: int, peak: float) -> dict[str, Any]:
-    results = {}
-    for k in times:
-        clean = [t for t, o in zip(times[k], loads[k]) if o is not None and o < CLEAN_LOAD]
-        use_clean = bool(clean) and 2 * len(clean) >= len(times[k])
-        t = median(clean if use_clean else times[k])
-        results[k] = {
-            "rounds": len(times[k]), "clean_rounds": len(clean), "median_over": "clean rounds" if use_clean else "all rounds",
-            "ms_per_step": t * 1e3, "ms_per_step_min": min(times[k]) * 1e3,
-            "ms_per_step_max": max(times[k]) * 1e3, "tokens_per_s": tokens / t,
-            "gflops": flops_per_step / t / 1e9, "pct_peak": 100 * flops_per_step / t / 1e9 / peak,
-        }
-    ref = results.get("torch")
-    for r in results.values():
-        r["vs_torch"] = r["tokens_per_s"] / ref["tokens_per_s"] if ref else None
-    return results
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workload", nargs="+", default=["all"], choices=[*WORKLOADS, "all"])
-    g = p.add_argument_group("transformer workload (zoo transformer_tiny, reshaped)")
-    g.add_argument("--tf-emb-dim", type=int, default=256)
-    g.add_argument("--tf-heads", type=int, default=4)
-    g.add_argument("--tf-enc-layers", type=int, default=3)
-    g.add_argument("--tf-dec-layers", type=int, default=3)
-    g.add_argument("--tf-mlp-dim", type=int, default=1024)
-    g.add_argument("--tf-vocab", type=int, default=64)
-    g.add_argument("--tf-batch", type=int, default=32)
-    g.add_argument("--tf-src-len", type=int, default=64)
-    g.add_argument("--tf-tgt-len", type=int, default=64)
-    g.add_argument("--tf-label-smoothing", type=float, default=0.1)
-    g = p.add_argument_group("bert workload (zoo bert_tiny, reshaped; head mlm)")
-    g.add_argument("--bert-emb-dim", type=int, default=256)
-    g.add_argument("--bert-heads", type=int, default=4)
-    g.add_argument("--bert-layers", type=int, default=4)
-    g.add_argument("--bert-mlp-dim", type=int, default=1024)
-    g.add_argument("--bert-vocab", type=int, default=8192)
-    g.add_argument("--bert-mask-token", type=int, default=103)
-    g.add_argument("--bert-batch", type=int, default=32)
-    g.add_argument("--bert-seq-len", type=int, default=128)
+    for title, prefix, shape in (
+            ("transformer workload (zoo transformer_tiny, reshaped)", "tf", dict(
+                emb_dim=256, heads=4, enc_layers=3, dec_layers=3, mlp_dim=1024, vocab=64,
+                batch=32, src_len=64, tgt_len=64, label_smoothing=0.1)),
+            ("bert workload (zoo bert_tiny, reshaped; head mlm)", "bert", dict(
+                emb_dim=256, heads=4, layers=4, mlp_dim=1024, vocab=8192, mask_token=103,
+                batch=32, seq_len=128))):
+        g = p.add_argument_group(title)
+        for key, default in shape.items():
+            g.add_argument(f"--{prefix}-{key.replace('_', '-')}", type=type(default),
+                           default=default)
     g.add_argument("--mlm-head-everywhere", action="store_true",
                    help="torch runs its MLM head at every position (Hugging Face's way), the "
                         "zoo at the chosen ones only")
@@ -682,39 +478,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     workloads = WORKLOADS if "all" in args.workload else tuple(
         w for w in WORKLOADS if w in args.workload)
-
-    import jax
-
-    cores = num_cores()
-    threads = args.threads or cores
-    torch_version = None
-    if not args.no_torch:
-        try:
-            import torch
-            torch.set_num_threads(threads)
-            torch_version = torch.__version__
-        except ImportError as e:
-            print(f"PyTorch skipped ({e}): only the JAX side is measured.")
-    use_torch = torch_version is not None
-    info = {
-        "date": datetime.date.today().isoformat(), "cpu": cpu_model(), "cores": cores,
-        "python": platform.python_version(), "jax": jax.__version__,
-        "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-        "torch": torch_version, "torch_threads": threads if use_torch else None,
-        "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
-        "command": "python -m benchmarks.transformer_step " + " ".join(
-            sys.argv[1:] if argv is None else argv),
-    }
-    print(f"# {info['cpu']}, {cores} cores; jax {info['jax']} ({info['backend']}), "
-          f"torch {torch_version} ({threads} threads); XLA_FLAGS={info['XLA_FLAGS']!r}")
-
-    peak, peak_gflops = measure_peak(args.matmul_sizes, args.matmul_repeats, args.max_wait,
-                                     use_torch)
+    info, threads, use_torch, peak, peak_gflops = start(args, "benchmarks.transformer_step", argv)
 
     out: dict[str, Any] = {"info": info, "args": vars(args), "matmul_gflops": peak,
                            "peak_gflops": peak_gflops, "workloads": {}}
-    names = {"jax": f"JAX zoo jit_train_step (jax {jax.__version__})",
-             "torch": f"PyTorch eager (torch {torch_version})"}
+    names = {"jax": f"JAX zoo jit_train_step (jax {info['jax']})",
+             "torch": f"PyTorch eager (torch {info['torch']})"}
     tables = []
     for name in workloads:
         setup = setup_transformer if name == "transformer" else setup_bert
@@ -723,29 +492,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sides: dict[str, Any] = {"jax": zoo_side}
         if "torch" in w:
             sides["torch"] = w["torch"]
-        xla = f"{zoo_side.xla_flops / 1e9:.2f} GFLOP" if zoo_side.xla_flops else "n/a"
         print(f"\n## {name}: {w['shapes']}, {w['config']}")
         print("params: " + ", ".join(f"{k} {s.num_params:,}" for k, s in sides.items()))
         if use_torch and sides["torch"].num_params != zoo_side.num_params:
             raise AssertionError(f"{name}: parameter counts differ: zoo {zoo_side.num_params:,}, "
                                  f"torch {sides['torch'].num_params:,}")
-        print(f"FLOPs/step analytic {flops['per_step'] / 1e9:.2f} GFLOP, XLA cost_analysis {xla}; "
-              f"JAX compile {zoo_side.compile_s:.1f}s")
+        print(zoo_side.flops_text(flops["per_step"]))
         if "check" in w:
             c = w["check"]
             print(f"numerical check (zoo init params in torch, same batch/masks): loss zoo "
                   f"{c['zoo_loss']:.6f}, torch {c['torch_loss']:.6f}, rel diff "
                   f"{c['rel_diff']:.1e}")
-        print("first-step loss: " + ", ".join(f"{k} {s.first_loss:.4f}" for k, s in sides.items()))
-        for s in sides.values():
-            s.run(args.warmup)
-        times, loads = time_rounds_until_clean(sides, args.repeats,
-                                               max(args.repeats, args.max_rounds), args.steps,
-                                               args.max_wait)
-        results = summarize(times, loads, flops["per_step"], w["tokens_per_step"], peak_gflops)
+        times, loads = race(sides, args, max(args.repeats, args.max_rounds))
+        results = summarize(times, loads, w["tokens_per_step"], flops["per_step"], peak_gflops)
+        task = zoo_side.task  # its settings (label smoothing, mask rate) beside the model's
         out["workloads"][name] = {
-            "shapes": w["shapes"], "config": {k: getattr(w["config"], k) for k in
-                                              w["config"].__dataclass_fields__},
+            "shapes": w["shapes"], "config": {**dataclasses.asdict(w["config"]), **{
+                k: getattr(task, k) for k in ("label_smoothing", "mask_rate") if hasattr(task, k)}},
             "tokens_per_step": w["tokens_per_step"], "flops": flops,
             "xla_cost_analysis_flops": zoo_side.xla_flops, "jax_compile_s": zoo_side.compile_s,
             "num_params": {k: s.num_params for k, s in sides.items()},
@@ -763,10 +526,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("|---|---|---|---|---|---|---|---|")
     for name, results in tables:
         for k, r in results.items():
-            ratio = f"{r['vs_torch']:.2f}x" if r["vs_torch"] else "n/a"
-            print(f"| {name} | {names[k]} | {r['ms_per_step']:.0f} ({r['ms_per_step_min']:.0f}-"
-                  f"{r['ms_per_step_max']:.0f}) | {r['tokens_per_s']:,.0f} | {r['gflops']:.1f} | "
-                  f"{r['pct_peak']:.0f}% | {ratio} | {r['clean_rounds']}/{r['rounds']} |")
+            print(f"| {name} | {names[k]} | {table_cells(r)} | {r['clean_rounds']}/{r['rounds']} |")
     write_json(args.json, out)
     return out
 

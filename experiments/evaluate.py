@@ -26,10 +26,13 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+    from zoo import jax_runtime
+
+    jax_runtime.enable_compilation_cache()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}.")
-    from zoo.data.seq2seq import load_pairs
-    from zoo.eval.translation import translation_metrics
+    from zoo.data.pipelines.seq2seq_batches import load_pairs
+    from zoo.eval.translation_metrics import translation_metrics
     from zoo.eval.translator import load_translator
 
     translator = load_translator(FLAGS.workdir, FLAGS.step)

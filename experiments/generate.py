@@ -26,10 +26,14 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+    from zoo import jax_runtime
+
+    jax_runtime.enable_compilation_cache()
     del argv
-    from zoo.data.tokenizers import get_tokenizer
+    from zoo.data.pipelines.tokenizers import get_tokenizer
     from zoo.eval.translator import translator_from
-    from zoo.train.loop import load_trained, sample_texts
+    from zoo.decode.text import sample_texts
+    from zoo.train.workdir import load_trained
 
     spec, model, params, meta = load_trained(FLAGS.workdir, FLAGS.step)
     if spec.task == "seq2seq":
@@ -42,7 +46,7 @@ def main(argv):
         samples = sample_texts(
             spec.decoder_cls(model), params, get_tokenizer(meta["tokenizer"]), FLAGS.prompt,
             num_samples=FLAGS.num_samples, max_new_tokens=FLAGS.max_new_tokens,
-            max_len=getattr(model.config, "max_len", None), temperature=FLAGS.temperature,
+            max_len=model.config.max_len, temperature=FLAGS.temperature,
             top_k=FLAGS.top_k, top_p=FLAGS.top_p, seed=FLAGS.seed)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
@@ -57,7 +61,7 @@ def translate_prompt(translator) -> list[str]:
     import jax.numpy as jnp
 
     from zoo.decode.sampling import generate
-    from zoo.eval.translation import encode_sources
+    from zoo.decode.translate import encode_sources
 
     prompts = [FLAGS.prompt] * FLAGS.num_samples
     try:

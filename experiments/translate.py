@@ -25,6 +25,9 @@ flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 
 
 def main(argv):
+    from zoo import jax_runtime
+
+    jax_runtime.enable_compilation_cache()
     texts = argv[1:]
     if not texts:
         raise app.UsageError("give the text(s) to translate as arguments.")

@@ -3,6 +3,7 @@
 XLA reads XLA_FLAGS once, when the backend starts, so this must run before anything imports jax.
 """
 import atexit
+import gc
 import os
 import shutil
 import tempfile
@@ -24,6 +25,17 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_SESSION_TMP, "x
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 # Not "strict" dtype promotion: optax's own Adam bias correction mixes float and int32 there.
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """Drops JAX's compiled programs after each test module. Every XLA-CPU executable keeps
+    ~100 memory mappings of its code; a whole suite in one process reached the kernel's limit
+    of 65,530 (vm.max_map_count) and the next compile died with a segmentation fault."""
+    yield
+    jax.clear_caches()
+    gc.collect()

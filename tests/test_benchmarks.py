@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import mfu, torch_gpu
-from benchmarks.gpt_step import step_flops
+from benchmarks import mfu
+from benchmarks.gpt_step import padded_vocab, step_flops
+from benchmarks.harness import parse_overrides
 from benchmarks.matmul_ceiling import step_matmuls
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ def test_mfu_runs_both_workloads_with_shrunken_models(tmp_path):
 
 
 def test_mfu_datasheet_peaks_and_overrides():
-    datasheet_peak, parse_overrides = mfu.datasheet_peak, mfu.parse_overrides
+    datasheet_peak = mfu.datasheet_peak
     assert datasheet_peak("NVIDIA H100 80GB HBM3", "bfloat16") == 989.4
     assert datasheet_peak("NVIDIA H100 PCIe", "bfloat16") == 756.0
     assert datasheet_peak("NVIDIA H100 80GB HBM3", "float32") is None
@@ -63,11 +64,12 @@ def _positive(x) -> bool:
 
 @pytest.mark.slow
 def test_mfu_torch_sides_eager_and_compiled_on_cpu(tmp_path):
-    """The PyTorch references (benchmarks.torch_gpu) timed beside the zoo; on CPU, shrunken.
+    """The PyTorch references (gpt_step.TorchGPTStep with nanogpt=True, transformer_step.
+    TorchBertStep) timed beside the zoo; on CPU, shrunken.
 
     Vocabulary 120: GPT-2's torch side pads it to 128 (nanoGPT's 50257 -> 50304); BERT's keeps
-    it (and holds the [MASK] id 103). In a subprocess: the C++ kernels torch.compile loads
-    into its process made XLA abort later while deserialising cached executables."""
+    it (and holds the [MASK] id 103). In a subprocess, as a user runs it: torch.compile's
+    C++ kernels and worker threads stay out of the test process."""
     pytest.importorskip("torch")
     subprocess.run([
         sys.executable, "-m", "benchmarks.mfu",
@@ -121,9 +123,9 @@ def test_mfu_reports_failed_and_skipped_parts(capsys):
     assert "SKIPPED gpt2_small B=3" in capsys.readouterr().out
 
 
-def test_torch_gpu_pads_the_vocabulary_as_nanogpt():
-    assert torch_gpu.padded_vocab(50257) == 50304
-    assert torch_gpu.padded_vocab(128) == 128 and torch_gpu.padded_vocab(129) == 256
+def test_torch_gpt_pads_the_vocabulary_as_nanogpt():
+    assert padded_vocab(50257) == 50304
+    assert padded_vocab(128) == 128 and padded_vocab(129) == 256
 
 
 @pytest.mark.slow
@@ -166,7 +168,8 @@ def test_benchmarks_import_nothing_the_gpu_host_lacks():
         "                                  'num2words'):\n"
         "            raise ImportError(name + ' is not on the GPU host')\n"
         "sys.meta_path.insert(0, Lacking())\n"
-        "import benchmarks.mfu, benchmarks.torch_gpu, benchmarks.compile_time\n"
+        "import benchmarks.mfu, benchmarks.harness, benchmarks.compile_time\n"
         "import zoo.models, zoo.tasks, zoo.train.step, zoo.train.optimizer, zoo.train.schedules\n"
+        "import zoo.train.state\n"
         "import zoo.tasks.causal_lm, zoo.tasks.masked_lm\n")
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from zoo.data import corpus
-from zoo.data.tokenizers import ByteTokenizer
+from zoo.data.builders import preparation, zoo_text
+from zoo.data.pipelines.lm_batches import load_texts
+from zoo.data.pipelines.tokenizers import ByteTokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPLITS = ("train", "validation")
@@ -24,7 +25,7 @@ def read_split(data_dir, split):
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return corpus.prepare(str(tmp_path_factory.mktemp("tfds")))
+    return zoo_text.prepare(str(tmp_path_factory.mktemp("tfds")))
 
 
 @pytest.fixture(scope="module")
@@ -37,24 +38,24 @@ def test_splits_nonempty_disjoint_and_sized(examples):
     assert train and val and not train & val
     assert len(train) == len(examples["train"]) and len(val) == len(examples["validation"])
     assert 0.03 <= len(val) / (len(train) + len(val)) <= 0.08
-    assert all(corpus.split_of(s) == "validation" for s in val)
+    assert all(zoo_text.split_of(s) == "validation" for s in val)
     assert any(s.startswith("pydoc_data.topics:") for s in train | val)
     assert any(s.startswith("json") for s in train | val)  # a stdlib docstring
     texts = [t for split in SPLITS for _, t in examples[split]]
     assert len(set(texts)) == len(texts)
-    assert min(map(len, texts)) >= corpus.MIN_DOCSTRING_CHARS
+    assert min(map(len, texts)) >= zoo_text.MIN_DOCSTRING_CHARS
     assert sum(map(len, texts)) > 500_000
 
 
 def test_load_texts_matches_data_source(data_dir, examples):
     for split in SPLITS:
-        assert corpus.load_texts(split, data_dir) == [t for _, t in examples[split]]
+        assert load_texts("zoo_text", split, data_dir) == [t for _, t in examples[split]]
 
 
 def test_prepare_is_idempotent(data_dir, examples):
     version_dir = os.path.join(data_dir, "zoo_text", "1.0.0")
     before = {f: os.stat(os.path.join(version_dir, f)).st_mtime_ns for f in os.listdir(version_dir)}
-    assert corpus.prepare(data_dir) == data_dir
+    assert zoo_text.prepare(data_dir) == data_dir
     after = {f: os.stat(os.path.join(version_dir, f)).st_mtime_ns for f in os.listdir(version_dir)}
     assert before == after
     assert {split: read_split(data_dir, split) for split in SPLITS} == examples
@@ -76,8 +77,8 @@ def test_independent_build_is_identical(data_dir, examples, tmp_path):
     other_dir = tmp_path / "tfds"
     script = textwrap.dedent(f"""
         import sys
-        from zoo.data import corpus
-        corpus.prepare({str(other_dir)!r})
+        from zoo.data.builders import zoo_text
+        zoo_text.prepare({str(other_dir)!r})
         assert "tensorflow" not in sys.modules
     """)
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -91,9 +92,9 @@ def test_independent_build_is_identical(data_dir, examples, tmp_path):
 
 def test_default_data_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path))
-    assert corpus.default_data_dir() == str(tmp_path)
+    assert preparation.default_data_dir() == str(tmp_path)
     monkeypatch.delenv("ZOO_DATA_DIR")
-    assert corpus.default_data_dir().endswith(os.path.join("zoo", "tensorflow_datasets"))
+    assert preparation.default_data_dir().endswith(os.path.join("zoo", "tensorflow_datasets"))
 
 
 @pytest.mark.parametrize("text", ["", "Hello, world!\n", "héllo wörld — 日本語 🙂"])

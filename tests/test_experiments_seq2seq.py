@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from experiments.config_check import load_config
-from zoo.train.loop import _warm_start, build_model, create_state, train_and_evaluate
+from zoo.train.loop import _warm_start, train_and_evaluate
+from zoo.train.workdir import build_model, create_state
 from zoo.train.optimizer import create_optimizer
 from zoo.train.warm_start import warm_start
 
@@ -95,7 +96,7 @@ def test_bert_classifier_warm_starts_from_an_mlm_run(tmp_path):
     state = create_state(model, task, create_optimizer(config, lambda step: 1e-3),
                          model_config, config.seq_len, jax.random.key(1))
     warmed = _warm_start(state, str(tmp_path / "mlm"))
-    from zoo.train.loop import load_trained
+    from zoo.train.workdir import load_trained
 
     source = load_trained(str(tmp_path / "mlm"))[2]
     jax.tree.map(np.testing.assert_array_equal, warmed.params["bert"], source["bert"])

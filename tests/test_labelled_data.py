@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from zoo.data import code_tags, docstrings, labelled
-from zoo.data.pipelines import PIPELINES, create_data
-from zoo.data.tokenizers import ByteTokenizer
+from zoo.data.builders import labelled_builder, zoo_code_tags, zoo_docstrings
+from zoo.data.pipelines import PIPELINES, create_data, labelled_batches
+from zoo.data.pipelines.tokenizers import ByteTokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPLITS = ("train", "validation", "test")
-DATASETS = {docstrings.NAME: docstrings, code_tags.NAME: code_tags}
+DATASETS = {zoo_docstrings.NAME: zoo_docstrings, zoo_code_tags.NAME: zoo_code_tags}
 
 
 def read_split(data_dir, name, split):
@@ -24,7 +24,7 @@ def read_split(data_dir, name, split):
     source, rows = tfds.data_source(name, split=split, data_dir=data_dir), []
     for ex in source.__getitems__(list(range(len(source)))):
         row = {"text": ex["text"].decode(), "source": ex["source"].decode()}
-        if name == docstrings.NAME:
+        if name == zoo_docstrings.NAME:
             row["label"] = int(ex["label"])
         else:
             row["tags"] = [int(t) for t in ex["tags"]]
@@ -59,17 +59,17 @@ def test_prepared_offline_and_read_without_tensorflow(data_dir, examples):
     for name, module in DATASETS.items():
         assert all(examples[name][split] for split in SPLITS)
         features = tfds.builder(name, data_dir=data_dir).info.features
-        label = features["label"] if name == docstrings.NAME else features["tags"].feature
-        names = module.CLASS_NAMES if name == docstrings.NAME else module.TAG_NAMES
+        label = features["label"] if name == zoo_docstrings.NAME else features["tags"].feature
+        names = module.CLASS_NAMES if name == zoo_docstrings.NAME else module.TAG_NAMES
         assert label.names == list(names)
         assert module.num_classes() == len(names)
     assert "tensorflow" not in sys.modules
 
 
 def test_prepare_is_idempotent(data_dir):
-    version_dir = os.path.join(data_dir, code_tags.NAME, "1.0.0")
+    version_dir = os.path.join(data_dir, zoo_code_tags.NAME, "1.0.0")
     before = {f: os.stat(os.path.join(version_dir, f)).st_mtime_ns for f in os.listdir(version_dir)}
-    assert code_tags.prepare(data_dir) == data_dir
+    assert zoo_code_tags.prepare(data_dir) == data_dir
     after = {f: os.stat(os.path.join(version_dir, f)).st_mtime_ns for f in os.listdir(version_dir)}
     assert before == after
 
@@ -79,9 +79,9 @@ def test_independent_build_is_identical(examples, tmp_path):
     other_dir = str(tmp_path / "tfds")
     script = textwrap.dedent(f"""
         import sys
-        from zoo.data import code_tags, docstrings
-        docstrings.prepare({other_dir!r})
-        code_tags.prepare({other_dir!r})
+        from zoo.data.builders import zoo_code_tags, zoo_docstrings
+        zoo_docstrings.prepare({other_dir!r})
+        zoo_code_tags.prepare({other_dir!r})
         assert "tensorflow" not in sys.modules
     """)
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -97,55 +97,56 @@ def docstring_group(source):
 
 
 def test_docstring_splits_are_disjoint_and_by_group(examples):
-    splits = examples[docstrings.NAME]
+    splits = examples[zoo_docstrings.NAME]
     texts = {split: {ex["text"] for ex in splits[split]} for split in SPLITS}
     groups = {split: {docstring_group(ex["source"]) for ex in splits[split]} for split in SPLITS}
     for a, b in (("train", "test"), ("train", "validation"), ("validation", "test")):
         assert not texts[a] & texts[b] and not groups[a] & groups[b]
-    assert all(docstrings.split_of(g) == split for split in SPLITS for g in groups[split])
+    assert all(labelled_builder.split_of(g) == split for split in SPLITS for g in groups[split])
     all_texts = [ex["text"] for split in SPLITS for ex in splits[split]]
     assert len(set(all_texts)) == len(all_texts)
-    assert min(map(len, all_texts)) >= docstrings.MIN_CHARS
+    assert min(map(len, all_texts)) >= zoo_docstrings.MIN_CHARS
     n_test, n = len(splits["test"]), len(all_texts)
     assert 2000 <= n and 0.1 <= n_test / n <= 0.22
 
 
 def test_every_class_in_train_and_test(examples):
-    splits = examples[docstrings.NAME]
+    splits = examples[zoo_docstrings.NAME]
     counts = {split: collections.Counter(ex["label"] for ex in splits[split]) for split in SPLITS}
-    for label in range(docstrings.num_classes()):
+    for label in range(zoo_docstrings.num_classes()):
         assert counts["train"][label] >= 50 and counts["test"][label] >= 10, label
-        assert sum(counts[s][label] for s in SPLITS) <= docstrings.MAX_PER_CLASS
-    email = docstrings.CLASS_NAMES.index("email")
+        assert sum(counts[s][label] for s in SPLITS) <= zoo_docstrings.MAX_PER_CLASS
+    email = zoo_docstrings.CLASS_NAMES.index("email")
     assert any(ex["source"].startswith("email.") and ex["label"] == email for ex in splits["train"])
 
 
 def test_code_tags_align_and_split_by_file(examples):
-    splits = examples[code_tags.NAME]
+    splits = examples[zoo_code_tags.NAME]
     files = {split: {ex["source"].rsplit(":", 1)[0] for ex in splits[split]} for split in SPLITS}
     for a, b in (("train", "test"), ("train", "validation"), ("validation", "test")):
         assert not files[a] & files[b]
-    assert all(docstrings.split_of(f) == split for split in SPLITS for f in files[split])
-    assert sum(len(splits[s]) for s in SPLITS) <= code_tags.MAX_EXAMPLES
+    assert all(labelled_builder.split_of(f) == split for split in SPLITS for f in files[split])
+    assert sum(len(splits[s]) for s in SPLITS) <= zoo_code_tags.MAX_EXAMPLES
     for split in SPLITS:
         for ex in splits[split]:
             assert len(ex["tags"]) == len(ex["text"]) and ex["text"].strip()
-            assert len(ex["text"]) <= code_tags.MAX_LINE_CHARS
+            assert len(ex["text"]) <= zoo_code_tags.MAX_LINE_CHARS
     for split in ("train", "test"):
         seen = {t for ex in splits[split] for t in ex["tags"]}
-        assert seen == set(range(code_tags.num_classes()))
+        assert seen == set(range(zoo_code_tags.num_classes()))
 
 
 def test_tag_source():
     source = 'def f(x=1):  # hi\n    """doc\n  string"""\n    return x + 0.5\n'
-    tags = ["".join("_NKO#SC"[t] for t in line) for line in code_tags.tag_source(source)]
+    tags = ["".join("_NKO#SC"[t] for t in line) for line in zoo_code_tags.tag_source(source)]
     assert tags == ["KKK_NONO#OO__CCCC", "____SSSSSS", "SSSSSSSSSSS", "____KKKKKK_N_O_###", ""]
 
 
 def test_byte_tags_repeat_over_utf8_bytes():
-    np.testing.assert_array_equal(labelled.byte_tags("aé🙂", [1, 2, 3]), [1, 2, 2, 3, 3, 3, 3])
+    np.testing.assert_array_equal(labelled_batches.byte_tags("aé🙂", [1, 2, 3]),
+                                  [1, 2, 2, 3, 3, 3, 3])
     with pytest.raises(ValueError, match="2 tags for a text of 3"):
-        labelled.byte_tags("abc", [1, 2])
+        labelled_batches.byte_tags("abc", [1, 2])
 
 
 def check_inputs(batch, batch_size, seq_len):
@@ -159,13 +160,13 @@ def check_inputs(batch, batch_size, seq_len):
 
 
 def test_classification_batches(data_dir, examples):
-    data = labelled.create_classification_data(config(data_dir), 8)
+    data = labelled_batches.create_classification_data(config(data_dir), 8)
     batch = data.train.get(3)
     check_inputs(batch, 8, 48)
     assert batch["labels"].shape == (8,) and batch["labels"].dtype == np.int32
-    assert ((batch["labels"] >= 0) & (batch["labels"] < docstrings.num_classes())).all()
+    assert ((batch["labels"] >= 0) & (batch["labels"] < zoo_docstrings.num_classes())).all()
     # Eval: split order, one pass, no partial batch.
-    test = examples[docstrings.NAME]["test"]
+    test = examples[zoo_docstrings.NAME]["test"]
     assert len(data.eval) == len(test) // 8
     first = data.eval.get(0)
     for row, ex in enumerate(test[:8]):
@@ -173,38 +174,40 @@ def test_classification_batches(data_dir, examples):
         np.testing.assert_array_equal(first["inputs"][row, :len(ids)], ids)
         assert first["labels"][row] == ex["label"] and first["lengths"][row] == len(ids)
     assert 0 < data.baselines["majority_accuracy"] < 0.5
-    assert data.baselines["num_classes"] == docstrings.num_classes()
+    assert data.baselines["num_classes"] == zoo_docstrings.num_classes()
     # Deterministic, and split over processes.
-    again = labelled.create_classification_data(config(data_dir), 8)
+    again = labelled_batches.create_classification_data(config(data_dir), 8)
     np.testing.assert_array_equal(again.train.get(3)["inputs"], batch["inputs"])
-    parts = [labelled.create_classification_data(config(data_dir), 8, process_index=p,
-                                                 process_count=2).train.get(3) for p in range(2)]
+    parts = [labelled_batches.create_classification_data(config(data_dir), 8, process_index=p,
+                                                         process_count=2).train.get(3)
+             for p in range(2)]
     for key in batch:
         np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), batch[key])
 
 
 def test_tagging_batches(data_dir, examples):
-    data = labelled.create_tagging_data(config(data_dir), 4)
+    data = labelled_batches.create_tagging_data(config(data_dir), 4)
     batch = data.train.get(0)
     real = check_inputs(batch, 4, 48)
     assert batch["targets"].shape == (4, 48) and batch["targets"].dtype == np.int32
     assert batch["weights"].shape == (4, 48) and batch["weights"].dtype == np.float32
     np.testing.assert_array_equal(batch["weights"], real.astype(np.float32))
     assert (batch["targets"][~real] == 0).all()
-    assert (batch["targets"] < code_tags.num_classes()).all()
-    first, test = data.eval.get(0), examples[code_tags.NAME]["test"]
+    assert (batch["targets"] < zoo_code_tags.num_classes()).all()
+    first, test = data.eval.get(0), examples[zoo_code_tags.NAME]["test"]
     assert len(data.eval) == len(test) // 4
     for row, ex in enumerate(test[:4]):
-        tags = labelled.byte_tags(ex["text"], ex["tags"])[:48]
+        tags = labelled_batches.byte_tags(ex["text"], ex["tags"])[:48]
         np.testing.assert_array_equal(first["targets"][row, :len(tags)], tags)
         assert first["lengths"][row] == len(tags)
     assert 0 < data.baselines["majority_accuracy"] < 0.6
-    assert data.baselines["num_classes"] == code_tags.num_classes()
+    assert data.baselines["num_classes"] == zoo_code_tags.num_classes()
 
 
 def test_registered_pipelines(data_dir):
-    assert PIPELINES["classification"] == "zoo.data.labelled:create_classification_data"
-    assert PIPELINES["tagging"] == "zoo.data.labelled:create_tagging_data"
+    assert PIPELINES["classification"] == (
+        "zoo.data.pipelines.labelled_batches:create_classification_data")
+    assert PIPELINES["tagging"] == "zoo.data.pipelines.labelled_batches:create_tagging_data"
     data = create_data("classification", config(data_dir, seq_len=16), 4)
     assert data.train.get(0)["inputs"].shape == (4, 16)
 
@@ -212,7 +215,7 @@ def test_registered_pipelines(data_dir):
 def test_real_tfds_classification_dataset_by_name():
     """A real TFDS dataset whose text feature is "description" (ag_news_subset), mocked."""
     with tfds.testing.mock_data(num_examples=40):
-        data = labelled.create_classification_data(
+        data = labelled_batches.create_classification_data(
             config(None, dataset="ag_news_subset", seq_len=32), 8)
     assert len(data.eval) == 5
     batch = data.eval.get(0)
@@ -224,11 +227,12 @@ def test_real_tfds_classification_dataset_by_name():
 
 def test_missing_tfds_dataset_names_the_fix(tmp_path):
     with pytest.raises(ValueError, match=r"could not open TFDS dataset 'ag_news_subset'.*zoo_"):
-        labelled.create_classification_data(config(str(tmp_path), dataset="ag_news_subset"), 8)
+        labelled_batches.create_classification_data(
+            config(str(tmp_path), dataset="ag_news_subset"), 8)
 
 
 def test_text_key_lookup():
-    assert labelled.text_key_of({"title": 0, "description": 0, "label": 0}) == "description"
-    assert labelled.text_key_of({"text": 0}, "title") == "title"
+    assert labelled_batches.text_key_of({"title": 0, "description": 0, "label": 0}) == "description"
+    assert labelled_batches.text_key_of({"text": 0}, "title") == "title"
     with pytest.raises(ValueError, match="no text feature"):
-        labelled.text_key_of({"title": 0})
+        labelled_batches.text_key_of({"title": 0})

@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from zoo.data.lm import BatchStream, LMWindows, load_texts, token_stream, unigram_entropy
-from zoo.data.tokenizers import ByteTokenizer, get_tokenizer
+from zoo.data.pipelines.baselines import unigram_entropy
+from zoo.data.pipelines.batch_stream import BatchStream
+from zoo.data.pipelines.lm_batches import LMWindows, load_texts, token_stream
+from zoo.data.pipelines.tokenizers import ByteTokenizer, get_tokenizer
 
 
 def windows(n_tokens=1000, seq_len=8):

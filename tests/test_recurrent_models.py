@@ -8,7 +8,7 @@ import pytest
 from flax import jax_utils
 
 import zoo
-from zoo.data.sharding import shard_batch
+from zoo.data.pipelines.sharding import shard_batch
 from zoo.decode.sampling import generate
 from zoo.models.elmo import ELMoEmbedder
 from zoo.models.rnn_lm import RNNLMDecoder

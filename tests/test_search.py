@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.data.vocab import EOS_ID, PAD_ID
 from zoo.decode import search
 from zoo.decode.search import beam_search, greedy_search
 from zoo.models.gpt import GPTDecoder
+from zoo.special_tokens import EOS_ID, PAD_ID
 
 
 class MarkovDecoder:

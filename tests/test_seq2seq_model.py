@@ -9,10 +9,10 @@ import optax
 import pytest
 
 import zoo
-from zoo.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from zoo.models.seq2seq import PRESETS, Seq2Seq, Seq2SeqConfig, Seq2SeqDecoder
 from zoo.nn.rnn_attention import BahdanauAttention, LuongAttention
 from zoo.registry import get_spec
+from zoo.special_tokens import BOS_ID, EOS_ID, PAD_ID
 
 V = 12
 TINY = {"vocab_size": V, "emb_dim": 8, "hidden_size": 16, "dropout_rate": 0.0}

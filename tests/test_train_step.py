@@ -8,7 +8,7 @@ import pytest
 from flax import jax_utils
 
 import zoo
-from zoo.data.sharding import shard_batch
+from zoo.data.pipelines.sharding import shard_batch
 from zoo.tasks import get_task
 from zoo.train import step as step_lib
 from zoo.train.optimizer import create_optimizer

@@ -228,10 +228,14 @@ def test_label_smoothing_against_numpy():
     assert sums["weight"] == 5
 
 
-def test_seq2seq_task_reads_label_smoothing_from_the_model_config():
-    task = zoo.tasks.get_task("seq2seq", zoo.registry.get_config("transformer_tiny"))
-    assert task.label_smoothing == 0.1
+def test_tasks_take_their_settings_from_the_preset_and_ids_from_the_model_config():
+    task = zoo.tasks.task_for_model("transformer_tiny")
+    assert task.label_smoothing == 0.1  # the transformer preset's default for its task
+    assert zoo.tasks.get_task("seq2seq").label_smoothing == 0.0  # the task's own default
+    assert zoo.tasks.task_for_model("transformer_tiny", label_smoothing=0.0).label_smoothing == 0
     assert zoo.tasks.get_task("masked_lm", zoo.registry.get_config("bert_tiny")).mask_token_id == 256
+    with pytest.raises(ValueError, match="unknown setting"):
+        zoo.tasks.get_task("masked_lm", mask_token_id=5)  # read from the model, not a setting
 
 
 def test_greedy_and_beam_search_through_the_transformer_decoder(seq2seq_batch):

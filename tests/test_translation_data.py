@@ -1,4 +1,4 @@
-"""The embedded seq2seq TFDS datasets (zoo.data.translation), CharVocab and the seq2seq pipeline.
+"""The embedded seq2seq TFDS datasets (zoo.data.builders), CharVocab and the seq2seq pipeline.
 
 The datasets are prepared once per module at reduced sizes (SMALL_*), which keeps the file fast.
 """
@@ -10,22 +10,23 @@ import pytest
 import tensorflow_datasets as tfds
 from num2words import num2words
 
-from zoo.data import seq2seq, translation
-from zoo.data.pipelines import PIPELINES, create_data
-from zoo.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, CharVocab
+from zoo.data.builders import seq2seq_datasets, zoo_num2words, zoo_synthetic_seq2seq
+from zoo.data.pipelines import PIPELINES, create_data, seq2seq_batches
+from zoo.data.pipelines.char_vocab import CharVocab
+from zoo.special_tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 SPLITS = ("train", "validation", "test")
 SMALL_NUM2WORDS = {"train": 4_200, "validation": 100, "test": 200}
 SMALL_SYNTHETIC = {"train": 400, "validation": 50, "test": 100}
 PREPARED = ("zoo_num2words/en_fr", "zoo_num2words/en_de",
-            *(f"zoo_synthetic_seq2seq/{task}" for task in translation.SYNTHETIC_TASKS))
+            *(f"zoo_synthetic_seq2seq/{task}" for task in zoo_synthetic_seq2seq.SYNTHETIC_TASKS))
 
 
 @pytest.fixture(scope="module")
 def small_sizes():
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(translation, "NUM2WORDS_SIZES", SMALL_NUM2WORDS)
-        patch.setattr(translation, "SYNTHETIC_SIZES", SMALL_SYNTHETIC)
+        patch.setattr(zoo_num2words, "NUM2WORDS_SIZES", SMALL_NUM2WORDS)
+        patch.setattr(zoo_synthetic_seq2seq, "SYNTHETIC_SIZES", SMALL_SYNTHETIC)
         yield
 
 
@@ -40,7 +41,7 @@ def read_split(data_dir, dataset, split):
 def data_dir(tmp_path_factory, small_sizes):
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     for dataset in PREPARED:
-        assert translation.prepare(dataset, data_dir) == data_dir
+        assert seq2seq_datasets.prepare(dataset, data_dir) == data_dir
     return data_dir
 
 
@@ -71,13 +72,13 @@ def test_bare_name_is_the_first_config(data_dir, examples):
 
 def test_independent_build_is_identical(examples, small_sizes, tmp_path):
     for dataset in ("zoo_num2words/en_fr", "zoo_synthetic_seq2seq/addition"):
-        other_dir = translation.prepare(dataset, str(tmp_path))
+        other_dir = seq2seq_datasets.prepare(dataset, str(tmp_path))
         assert {s: read_split(other_dir, dataset, s) for s in SPLITS} == examples[dataset]
 
 
 def test_unknown_config_names_the_configs():
     with pytest.raises(ValueError, match="no config 'en_xx'; it has en_fr, en_de, en_it, en_pt"):
-        translation.prepare("zoo_num2words/en_xx")
+        seq2seq_datasets.prepare("zoo_num2words/en_xx")
 
 
 def test_num2words_splits_are_disjoint_and_train_has_the_building_blocks(examples):
@@ -87,22 +88,22 @@ def test_num2words_splits_are_disjoint_and_train_has_the_building_blocks(example
         sources = {split: {ex["source"] for ex in splits[split]} for split in SPLITS}
         for a, b in (("train", "test"), ("train", "validation"), ("validation", "test")):
             assert not numbers[a] & numbers[b] and not sources[a] & sources[b]
-        assert set(range(translation.NUM_BUILDING_BLOCKS)) <= numbers["train"]
-        assert min(numbers["test"] | numbers["validation"]) >= translation.NUM_BUILDING_BLOCKS
-        assert max(numbers["train"]) < translation.MAX_NUMBER
+        assert set(range(zoo_num2words.NUM_BUILDING_BLOCKS)) <= numbers["train"]
+        assert min(numbers["test"] | numbers["validation"]) >= zoo_num2words.NUM_BUILDING_BLOCKS
+        assert max(numbers["train"]) < zoo_num2words.MAX_NUMBER
 
 
 def test_full_size_number_splits():
     """The default sizes: disjoint splits; a larger test split extends the smaller one."""
-    full = translation.number_splits()
-    assert {split: len(full[split]) for split in SPLITS} == translation.NUM2WORDS_SIZES
+    full = zoo_num2words.number_splits()
+    assert {split: len(full[split]) for split in SPLITS} == zoo_num2words.NUM2WORDS_SIZES
     distinct = [np.unique(numbers) for numbers in full.values()]
     assert len(np.unique(np.concatenate(distinct))) == sum(map(len, distinct))  # disjoint
-    counts = np.bincount(full["train"][full["train"] < translation.NUM_BUILDING_BLOCKS])
-    assert (counts == translation.BUILDING_BLOCK_REPEATS).all()
+    counts = np.bincount(full["train"][full["train"] < zoo_num2words.NUM_BUILDING_BLOCKS])
+    assert (counts == zoo_num2words.BUILDING_BLOCK_REPEATS).all()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(translation, "NUM2WORDS_SIZES", SMALL_NUM2WORDS)
-        small = translation.number_splits()
+        patch.setattr(zoo_num2words, "NUM2WORDS_SIZES", SMALL_NUM2WORDS)
+        small = zoo_num2words.number_splits()
     np.testing.assert_array_equal(small["test"], full["test"][:SMALL_NUM2WORDS["test"]])
 
 
@@ -124,19 +125,20 @@ def test_synthetic_targets(examples):
 
     for split in SPLITS:
         copy = pairs("copy", split)
-        assert all(s == t and 1 <= len(s) <= translation.MAX_SYMBOLS for s, t in copy)
-        assert all(set(s) <= set(translation.LETTERS) for s, _ in copy)
+        assert all(s == t and 1 <= len(s) <= zoo_synthetic_seq2seq.MAX_SYMBOLS for s, t in copy)
+        assert all(set(s) <= set(zoo_synthetic_seq2seq.LETTERS) for s, _ in copy)
         assert [s for s, _ in pairs("reverse", split)] == [s for s, _ in copy]
         assert all(t == s[::-1] for s, t in pairs("reverse", split))
         assert all(list(t) == sorted(s) for s, t in pairs("sort", split))
         for s, t in pairs("addition", split):
             a, b = s.split("+")
             assert int(t) == int(a) + int(b) and t == str(int(t))
-            assert all(x == str(int(x)) and len(x) <= translation.MAX_DIGITS for x in (a, b))
-    for task in translation.SYNTHETIC_TASKS:
+            assert all(x == str(int(x)) and len(x) <= zoo_synthetic_seq2seq.MAX_DIGITS
+                       for x in (a, b))
+    for task in zoo_synthetic_seq2seq.SYNTHETIC_TASKS:
         sources = [s for split in SPLITS for s, _ in pairs(task, split)]
         assert len(set(sources)) == len(sources)  # unique, so the splits are disjoint
-    assert translation.TARGETS["addition"]("123+4567") == "4690"
+    assert zoo_synthetic_seq2seq.TARGETS["addition"]("123+4567") == "4690"
 
 
 def test_char_vocab(tmp_path):
@@ -160,7 +162,7 @@ def test_char_vocab(tmp_path):
 
 
 def test_batches(data_dir, examples):
-    data = seq2seq.create_seq2seq_data(config(data_dir), 8)
+    data = seq2seq_batches.create_seq2seq_data(config(data_dir), 8)
     train, test = examples["zoo_num2words/en_fr"]["train"], examples["zoo_num2words/en_fr"]["test"]
     vocab = data.tokenizer
     assert vocab.chars == tuple(sorted(set("".join(e["source"] + e["target"] for e in train))))
@@ -182,16 +184,17 @@ def test_batches(data_dir, examples):
     assert data.baselines["majority_exact_match"] == 0.0
     assert 1.5 < data.baselines["unigram_entropy"] < np.log(vocab.size)
     # Deterministic, and split over processes.
-    again = seq2seq.create_seq2seq_data(config(data_dir), 8)
+    again = seq2seq_batches.create_seq2seq_data(config(data_dir), 8)
     np.testing.assert_array_equal(again.train.get(2)["inputs"], batch["inputs"])
-    parts = [seq2seq.create_seq2seq_data(config(data_dir), 8, process_index=p,
-                                         process_count=2).train.get(2) for p in range(2)]
+    parts = [seq2seq_batches.create_seq2seq_data(config(data_dir), 8, process_index=p,
+                                                 process_count=2).train.get(2)
+             for p in range(2)]
     for key in batch:
         np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), batch[key])
 
 
 def test_reverse_source(data_dir, examples):
-    data = seq2seq.create_seq2seq_data(
+    data = seq2seq_batches.create_seq2seq_data(
         config(data_dir, dataset="zoo_synthetic_seq2seq/sort", eval_split="validation",
                reverse_source=True, seq_len=24), 4)
     first = data.eval.get(0)
@@ -206,15 +209,15 @@ def test_seq_len_too_short_names_the_length(data_dir, examples):
                   for split in ("train", "test") for ex in splits[split])
     with pytest.raises(ValueError, match=f"needs {longest} positions .* raise --config.seq_len "
                                          f"to at least {longest}"):
-        seq2seq.create_seq2seq_data(
+        seq2seq_batches.create_seq2seq_data(
             config(data_dir, dataset="zoo_synthetic_seq2seq/addition", seq_len=longest - 1), 4)
-    data = seq2seq.create_seq2seq_data(
+    data = seq2seq_batches.create_seq2seq_data(
         config(data_dir, dataset="zoo_synthetic_seq2seq/addition", seq_len=longest), 4)
     assert data.train.get(0)["inputs"].shape == (4, longest)
 
 
 def test_registered_pipeline(data_dir):
-    assert PIPELINES["seq2seq"] == "zoo.data.seq2seq:create_seq2seq_data"
+    assert PIPELINES["seq2seq"] == "zoo.data.pipelines.seq2seq_batches:create_seq2seq_data"
     data = create_data("seq2seq", config(data_dir, dataset="zoo_synthetic_seq2seq/copy",
                                          seq_len=21), 4)
     assert data.train.get(0)["targets"].shape == (4, 21)
@@ -226,10 +229,10 @@ def test_real_tfds_translation_dataset_by_name():
     with tfds.testing.mock_data(num_examples=20):
         with pytest.raises(ValueError, match="no feature 'source', 'target'; its features are "
                                              "'pt', 'en'. Set --config.source_key"):
-            seq2seq.load_pairs(dataset, "train")
-        sources, targets = seq2seq.load_pairs(dataset, "validation", source_key="pt",
-                                              target_key="en")
-        data = seq2seq.create_seq2seq_data(
+            seq2seq_batches.load_pairs(dataset, "train")
+        sources, targets = seq2seq_batches.load_pairs(dataset, "validation", source_key="pt",
+                                                      target_key="en")
+        data = seq2seq_batches.create_seq2seq_data(
             config(None, dataset=dataset, eval_split="validation", source_key="pt",
                    target_key="en", seq_len=64), 4)
     assert len(sources) == len(targets) == 20 and all(isinstance(s, str) for s in sources)
@@ -243,4 +246,4 @@ def test_real_tfds_translation_dataset_by_name():
 def test_missing_tfds_dataset_names_the_fix(tmp_path):
     with pytest.raises(ValueError, match=r"(?s)could not open TFDS dataset 'wmt14_translate/de-en'"
                                          r".*zoo_num2words/"):
-        seq2seq.load_pairs("wmt14_translate/de-en", "train", str(tmp_path))
+        seq2seq_batches.load_pairs("wmt14_translate/de-en", "train", str(tmp_path))

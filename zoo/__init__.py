@@ -4,9 +4,24 @@ Public API:
     zoo.create_model(name, **overrides) -> flax.linen.Module
     zoo.list_models(pattern="*") -> list[str]
     zoo.get_config(name, **overrides) -> the model's frozen config dataclass
+    zoo.task_for_model(name, **settings) -> the task (loss, metrics) that trains model `name`
+    zoo.create_train_state(model, tx, example_inputs, rng) -> a TrainState for the shared step
+    zoo.load_trained(workdir, step=None) -> (registry spec, model, params, metadata)
 """
-# The registry imports zoo.models (and so jax) on first use, which keeps `import zoo.host_malloc`
-# light enough to run before jax (see that module).
+# The registry imports zoo.models (and so jax) on first use, and the other names load on first
+# access, which keeps `import zoo.host_malloc` light enough to run before jax (see that module).
+import importlib
+
 from zoo.registry import create_model, get_config, list_models
 
-__all__ = ["create_model", "get_config", "list_models"]
+_LAZY = {"task_for_model": "zoo.tasks", "create_train_state": "zoo.train.state",
+         "load_trained": "zoo.train.workdir"}
+
+__all__ = ["create_model", "create_train_state", "get_config", "list_models", "load_trained",
+           "task_for_model"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")

@@ -1,24 +1,26 @@
-"""Process-wide JAX settings the zoo's launchers apply before jax starts.
+"""Process-wide JAX settings of the zoo's launchers.
 
-1. XLA flags for NVIDIA GPUs (`GPU_XLA_FLAGS`). `--xla_gpu_enable_triton_gemm=false` sends the
-   matmuls to cuBLAS instead of autotuned Triton kernels. On an H200 (jax 0.11.2,
-   2026-11-30) the gpt2_small train step compiled in 10.6 s instead of 52.4 s and ran faster
-   (scanned layers: 25.1 vs 26.3 ms at B=8; benchmarks/RESULTS.md). Flags already named in
-   XLA_FLAGS are left as the user set them; on CPU and TPU XLA ignores GPU flags.
-2. JAX's persistent compilation cache, in a per-user directory (`default_cache_dir()`): a second
-   run of the same model skips its compile (gpt2_small on the H200: 59.7 s from process start
-   to the first loss with an empty cache, 5.0 s with a warm one). JAX_COMPILATION_CACHE_DIR,
-   when set, wins.
+1. XLA flags for NVIDIA GPUs (`GPU_XLA_FLAGS`), set before jax starts (`configure`).
+   `--xla_gpu_enable_triton_gemm=false` sends the matmuls to cuBLAS instead of autotuned
+   Triton kernels. On an H200 (jax 0.11.2, 2026-11-30) the gpt2_small train step compiled in
+   10.6 s instead of 52.4 s and ran faster (scanned layers: 25.1 vs 26.3 ms at B=8;
+   benchmarks/RESULTS.md). Flags already named in XLA_FLAGS are left as the user set them; on
+   CPU and TPU XLA ignores GPU flags.
+2. JAX's persistent compilation cache in a per-user directory (`default_cache_dir()`), turned
+   on once jax has started (`enable_compilation_cache`), on GPU and TPU: a second run of the
+   same model skips its compile (gpt2_small on the H200: 59.7 s from process start to the first
+   loss with an empty cache, 5.0 s with a warm one). Not by default on CPU, where XLA compiles
+   the zoo's steps in seconds. JAX_COMPILATION_CACHE_DIR, when set, wins everywhere.
 
-ZOO_XLA_GPU_FLAGS=0 and ZOO_COMPILATION_CACHE=0 turn either off; the run config's
-`compilation_cache=False` turns the cache off for one run (`disable_compilation_cache`).
-`experiments` and `benchmarks` call `configure()` in their `__init__`; in your own scripts call
-it before `import jax` (it only sets environment variables and imports nothing heavy).
+ZOO_XLA_GPU_FLAGS=0 turns off 1; ZOO_COMPILATION_CACHE=0 turns off 2, =1 turns it on on CPU
+too; the run config's `compilation_cache=False` turns it off for one run. `experiments` and
+`benchmarks` call `configure()` in their `__init__`; the training loop and the other launchers
+call `enable_compilation_cache()`. In your own scripts: `configure()` before `import jax`,
+`enable_compilation_cache()` after it, before the first computation.
 """
 from __future__ import annotations
 
 import os
-import sys
 
 GPU_XLA_FLAGS = ("--xla_gpu_enable_triton_gemm=false",)
 
@@ -40,16 +42,17 @@ def apply_gpu_xla_flags() -> list[str]:
 
 
 def enable_compilation_cache() -> str | None:
-    """Points JAX's persistent compilation cache at the per-user directory (unless
-    JAX_COMPILATION_CACHE_DIR names one already); returns the directory, None when off."""
-    if os.environ.get("ZOO_COMPILATION_CACHE", "1") == "0":
-        return None
-    directory = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", default_cache_dir())
-    if "jax" in sys.modules:  # too late for the environment: tell jax directly
-        import jax
+    """Points JAX's persistent compilation cache at the per-user directory where the policy
+    above says so; returns the directory in use (None: off)."""
+    import jax
 
-        jax.config.update("jax_compilation_cache_dir", directory)
-    return directory
+    if jax.config.jax_compilation_cache_dir:  # JAX_COMPILATION_CACHE_DIR or the user's own
+        return jax.config.jax_compilation_cache_dir
+    switch = os.environ.get("ZOO_COMPILATION_CACHE", "")
+    if switch == "0" or (jax.default_backend() == "cpu" and switch != "1"):
+        return None
+    jax.config.update("jax_compilation_cache_dir", default_cache_dir())
+    return default_cache_dir()
 
 
 def disable_compilation_cache() -> None:
@@ -59,6 +62,5 @@ def disable_compilation_cache() -> None:
 
 
 def configure() -> None:
-    """Both of the above; call before `import jax`."""
+    """The settings that must precede `import jax` (the XLA flags)."""
     apply_gpu_xla_flags()
-    enable_compilation_cache()

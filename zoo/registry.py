@@ -22,6 +22,7 @@ class ModelSpec:
     preset: dict[str, Any]
     task: str  # name of the task in zoo.tasks that trains this model
     decoder_cls: type | None = None  # adapts the model to zoo.decode (None: cannot generate)
+    task_settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # task defaults
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -36,11 +37,15 @@ def _registered() -> dict[str, ModelSpec]:
 
 
 def register_model(name: str, config_cls: type, module_cls: type,
-                   preset: dict[str, Any], task: str, decoder_cls: type | None = None) -> None:
+                   preset: dict[str, Any], task: str, decoder_cls: type | None = None,
+                   task_settings: dict[str, Any] | None = None) -> None:
+    """Registers preset `name`; `task_settings` are this preset's defaults for its task's run
+    settings (e.g. the transformer's label smoothing 0.1, where the seq2seq task's is 0)."""
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is registered twice.")
     _check_fields(name, config_cls, preset)
-    _REGISTRY[name] = ModelSpec(name, config_cls, module_cls, dict(preset), task, decoder_cls)
+    _REGISTRY[name] = ModelSpec(name, config_cls, module_cls, dict(preset), task, decoder_cls,
+                                dict(task_settings or {}))
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from zoo.data.vocab import EOS_ID, PAD_ID
+from zoo.special_tokens import EOS_ID, PAD_ID
 
 NEG_INF = float("-inf")
 

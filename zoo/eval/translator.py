@@ -26,7 +26,7 @@ class Translator:
 
     def __call__(self, texts, *, beam_size: int = 1, length_penalty: float = 0.6,
                  batch_size: int = 250, unknown: str = "error") -> list[str]:
-        from zoo.eval.translation import translate
+        from zoo.decode.translate import translate
 
         return translate(self.decoder, self.params, self.vocab, texts,
                          seq_len=self.config["seq_len"], max_len=self.config["seq_len"],
@@ -39,8 +39,8 @@ class Translator:
         """Attention weights (output chars + EOS, source chars) of the teacher-forced output."""
         import numpy as np
 
-        from zoo.data.vocab import EOS_ID
-        from zoo.eval.translation import encode_sources
+        from zoo.decode.translate import encode_sources
+        from zoo.special_tokens import EOS_ID
         from zoo.tasks.seq2seq import shift_right
 
         reverse = self.config.get("reverse_source", False)
@@ -60,15 +60,15 @@ class Translator:
 
 
 def load_translator(workdir: str, step: int | None = None) -> Translator:
-    from zoo.train.loop import load_trained
+    from zoo.train.workdir import load_trained
 
     return translator_from(workdir, *load_trained(workdir, step))
 
 
 def translator_from(workdir: str, spec, model, params, meta) -> Translator:
-    """A Translator from what `zoo.train.loop.load_trained(workdir)` returned."""
-    from zoo.data.vocab import CharVocab
-    from zoo.train.loop import VOCAB_FILE
+    """A Translator from what `zoo.train.workdir.load_trained(workdir)` returned."""
+    from zoo.data.pipelines.char_vocab import CharVocab
+    from zoo.train.workdir import VOCAB_FILE
 
     if spec.task != "seq2seq":
         raise ValueError(f"{workdir} holds {meta['model']!r}, a {spec.task} model; translate "

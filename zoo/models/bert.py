@@ -26,7 +26,7 @@ from zoo.models.inputs import check_tokens
 from zoo.nn.attention import check_implementation, padding_mask
 from zoo.nn.dense import dense_dot_general
 from zoo.nn.precision import dtype_of
-from zoo.nn.transformer import ACTIVATIONS, EncoderBlock, run_layers
+from zoo.nn.transformer import ACTIVATIONS, EncoderBlock, Positions, run_layers
 from zoo.nn.vocab_head import pad_multiple, tied_head
 
 HEADS = ("mlm", "classification", "tagging")
@@ -48,8 +48,7 @@ class BertConfig:
     num_classes: int = 2  # classification / tagging heads
     pooling: str = "cls"  # "cls" (first token, as BERT) | "mean" (over real tokens)
     pad_token_id: int = 0  # padding when no lengths are given
-    mask_token_id: int = 103  # [MASK] of the uncased WordPiece vocabulary
-    mask_rate: float = 0.15  # masked_lm: share of tokens chosen for prediction
+    mask_token_id: int = 103  # [MASK] of the uncased WordPiece vocabulary (masked_lm reads it)
     scan_layers: bool = False
     scan_unroll: int = 1  # layers per scan iteration (scan_layers=True)
     remat: str = "none"  # "none" / "dots" / "full" (zoo.nn.transformer.REMAT_POLICIES)
@@ -98,8 +97,10 @@ class BertEncoder(nn.Module):
         length = inputs.shape[1]
         x = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=init, param_dtype=param_dtype,
                      name="word_embeddings")(inputs)
-        x = x + self.param("position_embeddings", init, (cfg.max_len, cfg.emb_dim),
-                           param_dtype)[None, :length]
+        positions = Positions(cfg.max_len, cfg.emb_dim, init=init,
+                              param_name="position_embeddings", param_dtype=param_dtype)
+        nn.share_scope(self, positions)  # the table stays where BERT checkpoints keep it
+        x = x + positions(length)[None]  # (B, T, D)
         x = x + nn.Embed(cfg.type_vocab_size, cfg.emb_dim, embedding_init=init,
                          param_dtype=param_dtype, name="segment_embeddings")(segments)
         x = nn.LayerNorm(epsilon=cfg.ln_epsilon, dtype=dtype, param_dtype=param_dtype,

@@ -11,6 +11,7 @@ dtype, the logits float32.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -25,6 +26,7 @@ from zoo.nn.scalar_mix import ScalarMix
 
 @dataclasses.dataclass(frozen=True)
 class ELMoConfig:
+    max_len: ClassVar[None] = None  # any length: no position table
     vocab_size: int = 256
     emb_dim: int = 256
     hidden_size: int = 256

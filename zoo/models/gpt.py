@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from zoo.models.inputs import check_tokens
 from zoo.nn.precision import dtype_of
-from zoo.nn.transformer import DecoderBlock, run_layers
+from zoo.nn.transformer import DecoderBlock, Positions, decode_start, run_layers
 from zoo.nn.vocab_head import OutputHead, pad_multiple, tied_head
 
 
@@ -83,18 +83,10 @@ class GPT(nn.Module):
 
         embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=nn.initializers.normal(0.02),
                          param_dtype=param_dtype, name="wte")
-        pos_embed = self.param("wpe", nn.initializers.normal(0.01), (cfg.max_len, cfg.emb_dim),
-                               param_dtype)
-        if decode:
-            # Position of the first new token = number of tokens already in the cache.
-            is_init = not self.has_variable("cache", "position")
-            position = self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
-            start = position.value
-            if not is_init:
-                position.value = start + length
-        else:
-            start = 0
-        positions = jax.lax.dynamic_slice_in_dim(pos_embed, start, length, axis=0)  # (T, D)
+        wpe = Positions(cfg.max_len, cfg.emb_dim, init=nn.initializers.normal(0.01),
+                        param_name="wpe", param_dtype=param_dtype)
+        nn.share_scope(self, wpe)  # the table stays at the top level, as GPT-2's `wpe`
+        positions = wpe(length, decode_start(self, length) if decode else 0)  # (T, D)
         x = embed(tokens) + positions[None]  # (B, T, D)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
 

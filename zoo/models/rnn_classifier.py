@@ -9,7 +9,7 @@ logits are float32), and `rnn_implementation="cudnn"` runs an LSTM through cuDNN
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -23,6 +23,7 @@ from zoo.nn.recurrent import RecurrentStack, stack_over_tokens
 
 @dataclasses.dataclass(frozen=True)
 class RNNClassifierConfig:
+    max_len: ClassVar[None] = None  # any length: no position table
     vocab_size: int = 256
     num_classes: int = 2
     emb_dim: int = 128
@@ -98,6 +99,7 @@ class RNNClassifier(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class RNNTaggerConfig:
+    max_len: ClassVar[None] = None  # any length: no position table
     vocab_size: int = 256
     num_classes: int = 8  # number of tags
     emb_dim: int = 64

@@ -14,7 +14,7 @@ H `hidden_size`, V `vocab_size`. Generation carries the recurrent state (`RNNLMD
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -29,6 +29,7 @@ from zoo.nn.vocab_head import OutputHead, dense_head, tied_head
 
 @dataclasses.dataclass(frozen=True)
 class RNNLMConfig:
+    max_len: ClassVar[None] = None  # any length: no position table
     vocab_size: int = 256
     emb_dim: int = 256
     hidden_size: int = 512

@@ -38,12 +38,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zoo.data.vocab import BOS_ID, PAD_ID
 from zoo.models.inputs import check_tokens
 from zoo.nn.cells import cell_params, get_cell_type, project_inputs
 from zoo.nn.precision import dtype_of
 from zoo.nn.recurrent import RecurrentStack
 from zoo.nn.rnn_attention import BahdanauAttention, LuongAttention
+from zoo.special_tokens import BOS_ID, PAD_ID
 
 ATTENTIONS = ("none", "bahdanau", "luong_dot", "luong_general")
 

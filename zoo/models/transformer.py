@@ -10,7 +10,7 @@ decoded by `zoo.decode.search` through `TransformerDecoder` (cached self-attenti
 and cached projected encoder keys/values).
 
 Shapes: B batch, S source length, T target length (both <= max_len), D `emb_dim`,
-V `vocab_size`. Token 0 is padding (`zoo.data.vocab.PAD_ID`).
+V `vocab_size`. Token 0 is padding (`zoo.special_tokens.PAD_ID`).
 """
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from zoo.data.vocab import BOS_ID, PAD_ID
 from zoo.models.inputs import check_tokens
 from zoo.nn.attention import check_implementation, padding_mask
 from zoo.nn.precision import dtype_of
-from zoo.nn.transformer import DecoderBlock, EncoderBlock, Positions, run_layers
+from zoo.nn.transformer import DecoderBlock, EncoderBlock, Positions, decode_start, run_layers
+from zoo.special_tokens import BOS_ID, PAD_ID
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +43,6 @@ class TransformerConfig:
     positions: str = "sinusoidal"  # or "learned"
     activation: str = "relu"
     share_embeddings: bool = True  # source, target and output embeddings are one matrix
-    label_smoothing: float = 0.1  # read by the seq2seq task
     scan_layers: bool = False
     scan_unroll: int = 1  # layers per scan iteration (scan_layers=True)
     remat: str = "none"  # "none" / "dots" / "full" (zoo.nn.transformer.REMAT_POLICIES)
@@ -74,6 +73,11 @@ def _block_kwargs(cfg: TransformerConfig, train: bool) -> dict[str, Any]:
                 attention_implementation=cfg.attention_implementation)
 
 
+def _positions(cfg: TransformerConfig) -> Positions:
+    return Positions(cfg.max_len, cfg.emb_dim, cfg.positions,
+                     param_dtype=dtype_of(cfg.param_dtype, "param_dtype"), name="positions")
+
+
 class Encoder(nn.Module):
     config: TransformerConfig
     embed: nn.Embed
@@ -83,8 +87,7 @@ class Encoder(nn.Module):
         """inputs (B, S) -> encoded (B, S, D)."""
         cfg = self.config
         x = self.embed(inputs) * math.sqrt(cfg.emb_dim)
-        x = x + Positions(cfg.max_len, cfg.emb_dim, cfg.positions, name="positions")(
-            inputs.shape[1])[None]
+        x = x + _positions(cfg)(inputs.shape[1])[None]  # (B, S, D)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
         x = run_layers(EncoderBlock, _block_kwargs(cfg, train), cfg.num_encoder_layers, x,
                        padding_mask(inputs != PAD_ID), scan=cfg.scan_layers, remat=cfg.remat,
@@ -107,16 +110,9 @@ class Decoder(nn.Module):
         decoder_inputs (B, T) -> logits (B, T, V)."""
         cfg = self.config
         length = decoder_inputs.shape[1]
-        start = 0
-        if decode:  # position of the first new token = tokens already decoded
-            is_init = not self.has_variable("cache", "position")
-            position = self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
-            start = position.value
-            if not is_init:
-                position.value = start + length
+        start = decode_start(self, length) if decode else 0
         y = self.embed(decoder_inputs) * math.sqrt(cfg.emb_dim)
-        y = y + Positions(cfg.max_len, cfg.emb_dim, cfg.positions, name="positions")(
-            length, start)[None]
+        y = y + _positions(cfg)(length, start)[None]  # (B, T, D)
         y = nn.Dropout(cfg.dropout_rate)(y, deterministic=not train)
         kwargs = dict(_block_kwargs(cfg, train), cross_attention=True, decode=decode)
         y = run_layers(DecoderBlock, kwargs, cfg.num_decoder_layers, y, encoded,
@@ -238,7 +234,7 @@ def _register() -> None:
 
     for name, preset in PRESETS.items():
         register_model(name, TransformerConfig, Transformer, preset, task="seq2seq",
-                       decoder_cls=TransformerDecoder)
+                       decoder_cls=TransformerDecoder, task_settings={"label_smoothing": 0.1})
 
 
 _register()

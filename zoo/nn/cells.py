@@ -8,7 +8,7 @@ A cell's parameters, for input width D, hidden width H and G gates:
     hidden_bias   (H,)       GRU only: the bias of the candidate's hidden matmul (see GRU)
 
 Gates are laid out in PyTorch's order, so PyTorch weights map over by a transpose
-(`zoo.nn.torch_import`): LSTM (i, f, g, o), GRU (r, z, n).
+(`zoo.convert.torch_rnn`): LSTM (i, f, g, o), GRU (r, z, n).
 
 A carry is a tuple of (B, H) arrays: (h,) for Elman and GRU, (h, c) for the LSTM. A cell's
 `step(params, carry, xp)` takes one time step's projected input xp (B, G*H) and returns the new

@@ -212,20 +212,39 @@ def sinusoidal_positions(max_len: int, dim: int) -> np.ndarray:
 
 
 class Positions(nn.Module):
-    """Position encodings (T, D) for positions [start, start + T): "learned" or "sinusoidal"."""
+    """Position encodings (T, D) for positions [start, start + T): "learned" or "sinusoidal".
+
+    Every family's positions go through it. A model that keeps its learned table under its own
+    name at its own level (GPT-2's `wpe`, BERT's `position_embeddings`) calls
+    `nn.share_scope(self, positions)` so the parameter stays where checkpoints expect it.
+    """
 
     max_len: int
     dim: int
     kind: Literal["learned", "sinusoidal"] = "learned"
     init: nn.initializers.Initializer = nn.initializers.normal(0.02)
     param_name: str = "embedding"
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, length: int, start: jax.Array | int = 0) -> jax.Array:
         if self.kind == "sinusoidal":
             table = jnp.asarray(sinusoidal_positions(self.max_len, self.dim))
         elif self.kind == "learned":
-            table = self.param(self.param_name, self.init, (self.max_len, self.dim))
+            table = self.param(self.param_name, self.init, (self.max_len, self.dim),
+                               self.param_dtype)
         else:
             raise ValueError(f"positions must be 'learned' or 'sinusoidal'; got {self.kind!r}.")
         return jax.lax.dynamic_slice_in_dim(table, start, length, axis=0)  # (T, D)
+
+
+def decode_start(module: nn.Module, length: int) -> jax.Array | int:
+    """While decoding on a cache: the position of the first of `length` new tokens, i.e. the
+    number of tokens decoded before (a "position" variable in `module`'s cache, advanced by
+    `length` on every call after the one that creates the cache)."""
+    is_init = not module.has_variable("cache", "position")
+    position = module.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
+    start = position.value
+    if not is_init:
+        position.value = start + length
+    return start

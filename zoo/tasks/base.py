@@ -9,6 +9,7 @@ shared step can average exactly across micro-batches and devices: mean = sum(x) 
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -21,8 +22,56 @@ Batch = dict[str, Any]
 ApplyFn = Callable[..., Any]
 
 
+def setting(default: Any) -> Any:
+    """A task field that is a run setting (overridable as --config.<name>=...), with its default.
+
+    Fields without it are filled from the model config by `configure` (vocabulary size, special
+    token ids)."""
+    return dataclasses.field(default=default, metadata={"setting": True})
+
+
+def task_settings(task: Any) -> dict[str, Any]:
+    """{name: default} of the task's run settings (`setting` fields)."""
+    return {f.name: f.default for f in dataclasses.fields(task) if f.metadata.get("setting")}
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSettings:
+    """What the end of a training run samples (the run config's `sample_*` fields)."""
+
+    num_samples: int
+    prompt: str = "The "
+    max_new_tokens: int = 200
+    temperature: float = 0.8
+    top_k: int = 0
+    top_p: float = 0.95
+    seed: int = 0
+    max_len: int | None = None  # the model's longest sequence (None: any)
+    seq_len: int = 256  # the run's sequence length (seq2seq: the longest translation)
+    reverse_source: bool = False  # seq2seq sources were fed reversed
+
+
+class TaskBase:
+    """What every task shares: `configure(model_config)` binds the task to a model config, and
+    `samples(...)` shows what a trained model does (text for the LM tasks, translations for
+    seq2seq); tasks that read nothing from the config, or have nothing to show, keep these."""
+
+    def configure(self, model_config: Any) -> Any:
+        return self
+
+    def samples(self, decoder: Any, params: Any, tokenizer: Any, eval_batch: Batch,
+                settings: SampleSettings) -> list[str]:
+        """Texts showing the trained model at work (none by default)."""
+        return []
+
+
 class Task(Protocol):
     name: str
+
+    def configure(self, model_config: Any) -> Task: ...
+
+    def samples(self, decoder: Any, params: Any, tokenizer: Any, eval_batch: Batch,
+                settings: SampleSettings) -> list[str]: ...
 
     def loss(self, apply_fn: ApplyFn, params: Any, batch: Batch, rng: jax.Array,
              train: bool) -> tuple[jax.Array, dict[str, jax.Array]]: ...

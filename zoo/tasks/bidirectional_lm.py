@@ -15,12 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from zoo.tasks.base import ApplyFn, Batch, mean_metrics
+from zoo.tasks.base import ApplyFn, Batch, TaskBase, mean_metrics
 from zoo.tasks.causal_lm import check_lm_batch
 
 
 @dataclasses.dataclass(frozen=True)
-class BidirectionalLM:
+class BidirectionalLM(TaskBase):
     name: str = "bidirectional_lm"
 
     def loss(self, apply_fn: ApplyFn, params: Any, batch: Batch, rng: jax.Array,

@@ -11,30 +11,41 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoo.tasks.base import ApplyFn, Batch, check_token_ids, mean_metrics
+from zoo.decode.text import sample_texts
+from zoo.tasks.base import (ApplyFn, Batch, SampleSettings, TaskBase, check_token_ids,
+                            mean_metrics, setting)
 from zoo.tasks.losses import DEFAULT_CHUNK_SIZE, head_cross_entropy
 
 
 @dataclasses.dataclass(frozen=True)
-class CausalLM:
-    """The model is called with `output_head=True` and the loss projects `chunk_size` tokens
+class CausalLM(TaskBase):
+    """The model is called with `output_head=True` and the loss projects `loss_chunk_size` tokens
     onto the vocabulary at a time (`zoo.tasks.losses`), so no (B, T, V) logits are held."""
 
     name: str = "causal_lm"
-    chunk_size: int = DEFAULT_CHUNK_SIZE
+    loss_chunk_size: int = setting(DEFAULT_CHUNK_SIZE)  # tokens projected onto the vocabulary at once
 
     def loss(self, apply_fn: ApplyFn, params: Any, batch: Batch, rng: jax.Array,
              train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         head = apply_fn({"params": params}, batch["inputs"], train=train, output_head=True,
                         rngs={"dropout": rng} if train else None)  # features (B, T, D)
-        return head_cross_entropy(head, batch["targets"], batch["weights"], self.chunk_size)
+        return head_cross_entropy(head, batch["targets"], batch["weights"], self.loss_chunk_size)
 
     def example_inputs(self, model_config: Any, seq_len: int) -> tuple[jax.Array, ...]:
         """Arguments for `model.init` (shapes only matter)."""
         return (jnp.zeros((1, seq_len), jnp.int32),)
 
+    def samples(self, decoder: Any, params: Any, tokenizer: Any, eval_batch: Batch,
+                settings: SampleSettings) -> list[str]:
+        """Continuations of the settings' prompt."""
+        return sample_texts(decoder, params, tokenizer, settings.prompt,
+                            num_samples=settings.num_samples,
+                            max_new_tokens=settings.max_new_tokens, max_len=settings.max_len,
+                            temperature=settings.temperature, top_k=settings.top_k,
+                            top_p=settings.top_p, seed=settings.seed)
+
     def check_batch(self, batch: Batch, model_config: Any) -> None:
-        check_lm_batch(batch, model_config.vocab_size, getattr(model_config, "max_len", None))
+        check_lm_batch(batch, model_config.vocab_size, model_config.max_len)
 
     def finalize(self, sums: dict[str, Any]) -> dict[str, float]:
         return lm_metrics(sums)

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from zoo.tasks.base import ApplyFn, Batch, argmax_equals, mean_metrics, token_cross_entropy
+from zoo.tasks.base import (ApplyFn, Batch, TaskBase, argmax_equals, mean_metrics,
+                            token_cross_entropy)
 
 
 def _check_keys(batch: Batch, keys: set[str], task: str) -> None:
@@ -48,7 +49,7 @@ def _call(apply_fn: ApplyFn, params: Any, batch: Batch, rng: jax.Array, train: b
 
 
 @dataclasses.dataclass(frozen=True)
-class Classification:
+class Classification(TaskBase):
     name: str = "classification"
 
     def loss(self, apply_fn: ApplyFn, params: Any, batch: Batch, rng: jax.Array,
@@ -73,7 +74,7 @@ class Classification:
 
 
 @dataclasses.dataclass(frozen=True)
-class Tagging:
+class Tagging(TaskBase):
     name: str = "tagging"
 
     def loss(self, apply_fn: ApplyFn, params: Any, batch: Batch, rng: jax.Array,

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from zoo.tasks.base import ApplyFn, Batch
+from zoo.tasks.base import ApplyFn, Batch, TaskBase, setting
 from zoo.tasks.losses import head_cross_entropy
 from zoo.tasks.causal_lm import check_lm_batch, lm_metrics
 
@@ -59,16 +59,15 @@ def mask_tokens(rng: jax.Array, tokens: jax.Array, valid: jax.Array, *, vocab_si
 
 
 @dataclasses.dataclass(frozen=True)
-class MaskedLM:
+class MaskedLM(TaskBase):
     name: str = "masked_lm"
-    vocab_size: int = 0
+    mask_rate: float = setting(0.15)  # share of each row's tokens chosen for prediction
+    vocab_size: int = 0  # from the model config, with its [MASK] id
     mask_token_id: int = 0
-    mask_rate: float = 0.15
 
     def configure(self, model_config: Any) -> MaskedLM:
         return dataclasses.replace(self, vocab_size=model_config.vocab_size,
-                                   mask_token_id=model_config.mask_token_id,
-                                   mask_rate=model_config.mask_rate)
+                                   mask_token_id=model_config.mask_token_id)
 
     def loss(self, apply_fn: ApplyFn, params: Any, batch: Batch, rng: jax.Array,
              train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -91,7 +90,7 @@ class MaskedLM:
         return jnp.zeros((1, seq_len), jnp.int32), jnp.ones((1,), jnp.int32)
 
     def check_batch(self, batch: Batch, model_config: Any) -> None:
-        check_lm_batch(batch, model_config.vocab_size, getattr(model_config, "max_len", None))
+        check_lm_batch(batch, model_config.vocab_size, model_config.max_len)
 
     def finalize(self, sums: dict[str, Any]) -> dict[str, float]:
         return lm_metrics(sums)

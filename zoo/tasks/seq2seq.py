@@ -19,8 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from zoo.data.vocab import BOS_ID
-from zoo.tasks.base import ApplyFn, Batch, argmax_equals, check_token_ids, mean_metrics
+from zoo.special_tokens import BOS_ID
+from zoo.decode.translate import translation_samples
+from zoo.tasks.base import (ApplyFn, Batch, SampleSettings, TaskBase, argmax_equals,
+                            check_token_ids, mean_metrics, setting)
 
 
 def shift_right(targets: jax.Array, bos_id: int = BOS_ID) -> jax.Array:
@@ -47,14 +49,9 @@ def smoothed_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.A
 
 
 @dataclasses.dataclass(frozen=True)
-class Seq2Seq:
+class Seq2Seq(TaskBase):
     name: str = "seq2seq"
-    label_smoothing: float = 0.0
-
-    def configure(self, model_config: Any) -> Seq2Seq:
-        """This task with the model config's `label_smoothing` (0 when the model has none)."""
-        return dataclasses.replace(
-            self, label_smoothing=float(getattr(model_config, "label_smoothing", 0.0)))
+    label_smoothing: float = setting(0.0)  # the transformer presets register 0.1
 
     def loss(self, apply_fn: ApplyFn, params: Any, batch: Batch, rng: jax.Array,
              train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -62,6 +59,13 @@ class Seq2Seq:
                           train=train, rngs={"dropout": rng} if train else None)  # (B, T, V)
         return smoothed_cross_entropy(logits, batch["targets"], batch["weights"],
                                       self.label_smoothing)
+
+    def samples(self, decoder: Any, params: Any, tokenizer: Any, eval_batch: Batch,
+                settings: SampleSettings) -> list[str]:
+        """"source -> output (reference: target)" lines for the first rows of an eval batch."""
+        return translation_samples(decoder, params, tokenizer, eval_batch,
+                                   num_samples=settings.num_samples, max_len=settings.seq_len,
+                                   reverse_source=settings.reverse_source)
 
     def example_inputs(self, model_config: Any, seq_len: int) -> tuple[jax.Array, ...]:
         return jnp.zeros((1, seq_len), jnp.int32), jnp.zeros((1, seq_len), jnp.int32)
@@ -75,8 +79,7 @@ class Seq2Seq:
             raise ValueError(f"batch['weights'] has shape {batch['weights'].shape}, targets "
                              f"have {batch['targets'].shape}.")
         for key in ("inputs", "targets"):
-            check_token_ids(batch, key, model_config.vocab_size,
-                            getattr(model_config, "max_len", None))
+            check_token_ids(batch, key, model_config.vocab_size, model_config.max_len)
 
     def finalize(self, sums: dict[str, Any]) -> dict[str, float]:
         out = {k: float(v) for k, v in mean_metrics(sums).items()}

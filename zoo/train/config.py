@@ -1,8 +1,11 @@
-"""The run config: training fields shared by every experiment + the chosen model's fields.
+"""The run config: training fields shared by every experiment + the chosen model's fields + its
+task's settings.
 
 `base_config("gpt_tiny")` returns a locked `ml_collections.ConfigDict` holding every training
-field below and every field of the model's config dataclass (preset values), so any of them can
-be overridden from the command line (`--config.dropout_rate=0.0`).
+field below, every field of the model's config dataclass (preset values) and every run setting
+of the model's task (`zoo.tasks.base.setting` fields: label smoothing, masking rate, ...), so any
+of them can be overridden from the command line (`--config.dropout_rate=0.0`). The three
+sections share no name (`run_sections` checks it).
 """
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from typing import Any
 
 import ml_collections
 
-from zoo.registry import get_spec, model_config_fields
+from zoo.registry import get_config, get_spec, model_config_fields, upgrade_fields
+from zoo.tasks import get_task_settings
 
 TRAIN_DEFAULTS: dict[str, Any] = dict(
     model="gpt_tiny",  # a name from zoo.list_models()
@@ -58,20 +62,42 @@ TRAIN_DEFAULTS: dict[str, Any] = dict(
 )
 
 
-def base_config(model: str, **overrides: Any) -> ml_collections.ConfigDict:
-    """Training defaults + the model preset's fields, with `overrides`, locked against typos."""
+def run_sections(model: str) -> dict[str, dict[str, Any]]:
+    """The three sections a run config is made of, {field: default} each: "train"
+    (TRAIN_DEFAULTS), "model" (the preset's config dataclass) and "task" (the model's task's
+    run settings, with the preset's defaults). A name in two sections is an error: one
+    `--config.<name>` must never set two things."""
     spec = get_spec(model)
-    config = ml_collections.ConfigDict(dict(TRAIN_DEFAULTS))
-    config.model = model
-    preset = dataclasses.asdict(spec.config_cls(**spec.preset))
-    for key, value in preset.items():
-        config[key] = value
+    sections = {
+        "train": dict(TRAIN_DEFAULTS, model=model),
+        "model": dataclasses.asdict(get_config(model)),
+        "task": {**get_task_settings(spec.task), **spec.task_settings},
+    }
+    names = [(name, section) for section, fields in sections.items() for name in fields]
+    seen: dict[str, str] = {}
+    for name, section in names:
+        if name in seen:
+            raise ValueError(f"config field {name!r} is defined by both the {seen[name]} and the "
+                             f"{section} section of model {model!r}; rename one of them.")
+        seen[name] = section
+    return sections
+
+
+def base_config(model: str, **overrides: Any) -> ml_collections.ConfigDict:
+    """Training defaults + the model preset's fields + its task's settings, with `overrides`,
+    locked against typos."""
+    sections = run_sections(model)
+    config = ml_collections.ConfigDict()
+    for fields in sections.values():
+        for key, value in fields.items():
+            config[key] = value
     # Fields that may be None need a declared type so overrides like --config.data_dir=/x work.
     for key in ("data_dir", "source_key", "target_key", "init_from"):
         config[key] = ml_collections.FieldReference(None, field_type=str)
     for key, field_type in (("attention_implementation", str), ("vocab_pad_multiple", int)):
         if key in config:
-            config[key] = ml_collections.FieldReference(preset[key], field_type=field_type)
+            config[key] = ml_collections.FieldReference(sections["model"][key],
+                                                        field_type=field_type)
     unknown = sorted(set(overrides) - set(config.keys()))
     if unknown:
         raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(config))}.")
@@ -81,13 +107,13 @@ def base_config(model: str, **overrides: Any) -> ml_collections.ConfigDict:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError naming any key that is neither a training field nor a model field."""
-    model_fields = set(model_config_fields(config.model))
-    unknown = sorted(set(config.keys()) - set(TRAIN_DEFAULTS) - model_fields)
+    """Raises ValueError naming any key that is not a field of one of the run's sections."""
+    known = set().union(*(fields for fields in run_sections(config.model).values()))
+    unknown = sorted(set(config.keys()) - known)
     if unknown:
         raise ValueError(
             f"unknown config key(s) {unknown} for model {config.model!r}; valid keys: "
-            f"{', '.join(sorted(set(TRAIN_DEFAULTS) | model_fields))}."
+            f"{', '.join(sorted(known))}."
         )
     positive = ("num_train_steps", "per_device_batch_size", "grad_accum_steps", "seq_len",
                 "log_every_steps", "eval_every_steps", "checkpoint_every_steps", "keep_checkpoints")
@@ -104,5 +130,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """The model-config fields present in the run config."""
-    return {k: config[k] for k in model_config_fields(config.model) if k in config}
+    """The model-config fields present in the run config (fields renamed since an older run
+    config was written are read under their old names too)."""
+    values = upgrade_fields(get_spec(config.model).config_cls, config.to_dict())
+    return {k: values[k] for k in model_config_fields(config.model) if k in values}
+
+
+def task_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The task settings present in the run config."""
+    return {k: config[k] for k in get_task_settings(get_spec(config.model).task) if k in config}

@@ -9,7 +9,6 @@ non-finite parameters stop the run before they can be checkpointed.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
@@ -25,20 +24,18 @@ from tqdm import tqdm
 
 from zoo import jax_runtime
 from zoo.data.pipelines import create_data
-from zoo.data.sharding import shard_batch
-from zoo.decode.sampling import generate
-from zoo.eval.translation import translation_samples
-from zoo.registry import get_spec, saved_config_fields
-from zoo.tasks import get_task
+from zoo.data.pipelines.sharding import shard_batch
+from zoo.tasks.base import SampleSettings
 from zoo.train import step as step_lib
 from zoo.train.checkpoint import Checkpointer
-from zoo.train.config import model_overrides, validate
+from zoo.train.config import validate
 from zoo.train.metric_writers import MetricWriter
 from zoo.train.optimizer import create_optimizer, learning_rate_schedule
 from zoo.train.warm_start import warm_start
+from zoo.train.workdir import (VOCAB_FILE, build_model, check_same_model, create_state,
+                               load_trained, run_meta)
 
 log = logging.getLogger("zoo.train")
-VOCAB_FILE = "vocab.json"  # a data-built vocabulary (seq2seq), saved next to the checkpoints
 
 
 class NonFiniteError(FloatingPointError):
@@ -77,39 +74,6 @@ def _unreplicate(tree):
     """First device's copy of a pmap-replicated tree, without gathering the others."""
     # A shard of a pmap output is (1, ...) since pmap runs on shard_map (JAX >= 0.8).
     return jax.tree.map(lambda x: x.addressable_shards[0].data.reshape(x.shape[1:]), tree)
-
-
-def build_model(config: ml_collections.ConfigDict):
-    """(registry spec, model config dataclass, flax module, task) for the run config."""
-    spec = get_spec(config.model)
-    model_config = spec.config_cls(**{**spec.preset, **model_overrides(config)})
-    return spec, model_config, spec.module_cls(model_config), get_task(spec.task, model_config)
-
-
-def run_meta(config: ml_collections.ConfigDict, model_config: Any) -> dict[str, Any]:
-    return {"model": config.model, "model_config": dataclasses.asdict(model_config),
-            "tokenizer": config.tokenizer, "config": config.to_dict()}
-
-
-def check_same_model(saved: dict[str, Any], meta: dict[str, Any], directory: str) -> None:
-    if saved.get("model") == meta["model"] and "model_config" in saved:
-        saved = {**saved, "model_config": saved_config_fields(meta["model"],
-                                                              saved["model_config"])}
-    if saved.get("model") != meta["model"] or saved.get("model_config") != meta["model_config"]:
-        diff = {k: (saved.get("model_config", {}).get(k), v)
-                for k, v in meta["model_config"].items()
-                if saved.get("model_config", {}).get(k) != v}
-        raise ValueError(
-            f"the checkpoint in {directory} belongs to model {saved.get('model')!r} but this run "
-            f"builds {meta['model']!r} (differing fields, saved vs now: {diff}). Use a fresh "
-            "--workdir, or the config that wrote this checkpoint."
-        )
-
-
-def create_state(model, task, tx, model_config, seq_len: int, rng: jax.Array):
-    init_args = task.example_inputs(model_config, seq_len)
-    params = jax.jit(lambda r: model.init(r, *init_args))(rng)["params"]
-    return step_lib.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
 
 def _warm_start(state, init_from: str):
@@ -161,7 +125,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     to continue. The summary holds the final step, eval metrics, params and samples.
     """
     validate(config)
-    if not config.get("compilation_cache", True):
+    if config.compilation_cache:
+        jax_runtime.enable_compilation_cache()
+    else:
         jax_runtime.disable_compilation_cache()
     spec, model_config, model, task = build_model(config)
     num_local = jax.local_device_count()
@@ -173,7 +139,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     data = create_data(task.name, config, global_batch, process_index=jax.process_index(),
                        process_count=jax.process_count())
     train_data, eval_data, tokenizer = data.train, data.eval, data.tokenizer
-    schedule = learning_rate_schedule(config, d_model=getattr(model_config, "emb_dim", None))
+    schedule = learning_rate_schedule(config, d_model=model_config.emb_dim)
     tx = create_optimizer(config, schedule)
     init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
     state = create_state(model, task, tx, model_config, config.seq_len, init_rng)
@@ -183,9 +149,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     ckpt = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
     if config.init_from and ckpt.latest_step() is None:
         state = _warm_start(state, config.init_from)
-    if is_chief and hasattr(tokenizer, "save"):  # a vocabulary built from the data
+    if is_chief and data.built_vocab is not None:
         os.makedirs(workdir, exist_ok=True)
-        tokenizer.save(os.path.join(workdir, VOCAB_FILE))
+        data.built_vocab.save(os.path.join(workdir, VOCAB_FILE))
     state, dropout_rng, position = restore_or_init(ckpt, state, dropout_rng, meta)
     start_step = int(state.step)
 
@@ -276,66 +242,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     summary = {"step": step, "num_params": num_params, "baselines": data.baselines,
                "eval": eval_metrics, "interrupted": interrupted,
                "params": host_state(state).params}
-    if (interrupted is None and config.num_samples > 0 and spec.decoder_cls is not None
-            and is_chief and task.name == "seq2seq"):
-        summary["samples"] = translation_samples(
-            spec.decoder_cls(model), host_state(state).params, tokenizer, eval_data.get(0),
-            num_samples=config.num_samples, max_len=config.seq_len,
+    if interrupted is None and config.num_samples > 0 and spec.decoder_cls is not None and is_chief:
+        settings = SampleSettings(
+            num_samples=config.num_samples, prompt=config.sample_prompt,
+            max_new_tokens=config.sample_length, temperature=config.sample_temperature,
+            top_k=config.sample_top_k, top_p=config.sample_top_p, seed=config.seed + 1,
+            max_len=model_config.max_len, seq_len=config.seq_len,
             reverse_source=config.reverse_source)
-        for text in summary["samples"]:
-            print(text, flush=True)
-    elif interrupted is None and config.num_samples > 0 and spec.decoder_cls is not None and is_chief:
-        summary["samples"] = sample_texts(
-            spec.decoder_cls(model), host_state(state).params, tokenizer, config.sample_prompt,
-            num_samples=config.num_samples, max_new_tokens=config.sample_length,
-            max_len=getattr(model_config, "max_len", None), temperature=config.sample_temperature,
-            top_k=config.sample_top_k, top_p=config.sample_top_p, seed=config.seed + 1)
+        summary["samples"] = task.samples(spec.decoder_cls(model), host_state(state).params,
+                                          tokenizer, eval_data.get(0), settings)
         for text in summary["samples"]:
             print("-" * 40 + "\n" + text, flush=True)
     return summary
-
-
-def sample_texts(decoder, params, tokenizer, prompt: str, *, num_samples: int,
-                 max_new_tokens: int, max_len: int | None, temperature: float, top_k: int,
-                 top_p: float, seed: int) -> list[str]:
-    """`num_samples` continuations of `prompt` (text), through the model's decoder.
-
-    Generation stops at the model's `max_len`; a prompt that leaves no room is an error.
-    """
-    prompt_ids = tokenizer.encode(prompt)
-    if len(prompt_ids) == 0:
-        raise ValueError("the prompt is empty; give at least one character to continue.")
-    if max_len is not None:
-        if len(prompt_ids) >= max_len:
-            raise ValueError(f"the prompt has {len(prompt_ids)} tokens; the model's max_len is "
-                             f"{max_len}. Shorten the prompt.")
-        max_new_tokens = min(max_new_tokens, max_len - len(prompt_ids))
-    tokens = generate(decoder, params,
-                      jnp.tile(jnp.asarray(prompt_ids, jnp.int32)[None], (num_samples, 1)),
-                      jax.random.key(seed), max_new_tokens=max_new_tokens,
-                      temperature=temperature, top_k=top_k, top_p=top_p,
-                      num_valid_tokens=tokenizer.vocab_size)
-    return [prompt + tokenizer.decode(np.asarray(t)) for t in tokens]
-
-
-def load_trained(workdir: str, step: int | None = None):
-    """(registry spec, model, params, meta) from a workdir's latest (or given) checkpoint;
-    meta["step"] is the step restored."""
-    ckpt = Checkpointer(workdir)
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(
-            f"no checkpoint in {ckpt.directory}; train first with "
-            f"python -m experiments.train --config ... --workdir {workdir}")
-    meta = ckpt.restore_meta(step)
-    config = ml_collections.ConfigDict(meta["config"])
-    spec, model_config, model, task = build_model(config)
-    schedule = learning_rate_schedule(config, d_model=getattr(model_config, "emb_dim", None))
-    abstract = jax.eval_shape(lambda: create_state(model, task, create_optimizer(config, schedule),
-                                                   model_config, config.seq_len,
-                                                   jax.random.key(0)))
-    target = {"step": abstract.step, "params": abstract.params, "opt_state": abstract.opt_state,
-              "rng": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))}
-    restored, _ = ckpt.restore(step, target)
-    ckpt.close()
-    return spec, model, restored["params"], {**meta, "step": step}

@@ -15,8 +15,8 @@ backslash).
 Generated files (the charmap tables of `encodings`, `pydoc_data`, sysconfig data) are left out,
 and to keep preparation quick only a fixed subset is used: files in md5("select:<path>") order, the
 first `MAX_LINES_PER_FILE` qualifying lines of each, until `MAX_EXAMPLES` lines. Splits are by
-file (`docstrings.split_of(path)`: "test" ~15%, "validation" ~5%, "train" the rest), so test
-lines come from files never seen in training.
+file (`labelled_builder.split_of(path)`: "test" ~15%, "validation" ~5%, "train" the rest), so
+test lines come from files never seen in training.
 
 Counts under CPython 3.11.7 (deterministic for a given Python version, not across versions),
 with the share of characters per tag:
@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import io
 import keyword
-import os
 import token
 import tokenize
 from collections.abc import Iterator
@@ -42,8 +41,9 @@ from typing import Any, ClassVar
 import numpy as np
 import tensorflow_datasets as tfds
 
-from zoo.data.corpus import _stdlib_files, prepare_builder
-from zoo.data.docstrings import EmbeddedBuilder
+from zoo.data.builders.labelled_builder import LabelledBuilder
+from zoo.data.builders.preparation import prepare_builder
+from zoo.data.builders.stdlib_sources import stdlib_files, stdlib_path
 
 NAME = "zoo_code_tags"
 MAX_LINE_CHARS = 120
@@ -85,7 +85,7 @@ def tag_source(source: str) -> list[np.ndarray]:
 def _file_lines(rel_path: str) -> Iterator[tuple[int, str, np.ndarray]]:
     """(line number, line, tags) of the first MAX_LINES_PER_FILE qualifying lines of a file."""
     try:
-        with tokenize.open(os.path.join(os.path.dirname(os.__file__), rel_path)) as f:
+        with tokenize.open(stdlib_path(rel_path)) as f:
             source = f.read()
         tags = tag_source(source)
     except (SyntaxError, UnicodeDecodeError, ValueError, tokenize.TokenError):
@@ -99,7 +99,7 @@ def _file_lines(rel_path: str) -> Iterator[tuple[int, str, np.ndarray]]:
 
 def code_examples() -> list[tuple[str, str, dict[str, Any]]]:
     """All (file, "<file>:<line>", {"text", "tags", "source"}) examples, in a fixed order."""
-    files = sorted((f for f in _stdlib_files() if not f.startswith(_SKIP_PREFIXES)),
+    files = sorted((f for f in stdlib_files() if not f.startswith(_SKIP_PREFIXES)),
                    key=lambda f: hashlib.md5(f"select:{f}".encode()).hexdigest())
     examples = []
     for rel_path in files:
@@ -111,7 +111,7 @@ def code_examples() -> list[tuple[str, str, dict[str, Any]]]:
     return examples
 
 
-class ZooCodeTags(EmbeddedBuilder):
+class ZooCodeTags(LabelledBuilder):
     """Stdlib source lines with a token-type tag per character (TFDS name "zoo_code_tags")."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -133,5 +133,5 @@ class ZooCodeTags(EmbeddedBuilder):
 
 
 def prepare(data_dir: str | None = None) -> str:
-    """Prepare "zoo_code_tags" in `data_dir` (default: `corpus.default_data_dir()`); return it."""
+    """Prepare "zoo_code_tags" in `data_dir` (default: `default_data_dir()`); return it."""
     return prepare_builder(ZooCodeTags, data_dir)

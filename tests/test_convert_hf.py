@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zoo.models.hf_import import from_hf_state_dict, load_hf_checkpoint
+from zoo.convert.hf import from_hf_state_dict, load_hf_checkpoint
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -63,13 +63,23 @@ def max_diff(ours, theirs) -> float:
     return diff
 
 
-@pytest.fixture(scope="module")
-def gpt2_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    model = randomise(transformers.GPT2LMHeadModel(gpt2_config()), 0)
-    path = tmp_path_factory.mktemp("gpt2")
+def saved(tmp_path_factory, name: str, model_cls, config, seed: int):
+    """A randomised transformers model and the directory save_pretrained() wrote it to."""
+    torch.manual_seed(seed)
+    model = randomise(model_cls(config), seed)
+    path = tmp_path_factory.mktemp(name)
     model.save_pretrained(path)
     return path, model
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+    return saved(tmp_path_factory, "gpt2", transformers.GPT2LMHeadModel, gpt2_config(), 0)
+
+
+@pytest.fixture(scope="module")
+def bert_mlm_dir(tmp_path_factory):
+    return saved(tmp_path_factory, "bert_mlm", transformers.BertForMaskedLM, bert_config(), 2)
 
 
 def test_gpt2_lm_logits_match(gpt2_dir):
@@ -148,15 +158,6 @@ def test_pytorch_bin_without_torch_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
     with pytest.raises(ImportError, match="pip install torch.*safetensors"):
         load_hf_checkpoint(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def bert_mlm_dir(tmp_path_factory):
-    torch.manual_seed(2)
-    model = randomise(transformers.BertForMaskedLM(bert_config()), 2)
-    path = tmp_path_factory.mktemp("bert_mlm")
-    model.save_pretrained(path)
-    return path, model
 
 
 def test_bert_mlm_logits_and_hidden_match(bert_mlm_dir):

@@ -6,14 +6,14 @@ Host batch (leading axis = this process's B rows; S = T = `config.seq_len`):
      "targets": (B, T) int32    target character ids then EOS_ID, padded with PAD_ID,
      "weights": (B, T) float32  1.0 on the real target positions (the EOS included), else 0}
 
-The `CharVocab` (`zoo.data.vocab`, also `Data.tokenizer`) is built from the train split's
+The `CharVocab` (`char_vocab`, also `Data.tokenizer`) is built from the train split's
 sources and targets; characters of the eval split that it lacks become UNK_ID. Train streams are
 shuffled and repeated; eval streams are in split order, one pass, dropping the last partial batch
-(both `zoo.data.lm.BatchStream`s). Nothing is truncated: an example longer than seq_len is an
+(both `BatchStream`s). Nothing is truncated: an example longer than seq_len is an
 error that names the length needed.
 
 Datasets: the embedded "zoo_num2words/<config>" and "zoo_synthetic_seq2seq/<task>"
-(`zoo.data.translation`, prepared in `config.data_dir` on first use), or any TFDS dataset
+(`zoo.data.builders`, prepared in `config.data_dir` on first use), or any TFDS dataset
 prepared there in array_record, read with `tfds.data_source`; its source and target features
 are `config.source_key` / `config.target_key` (default "source" / "target"; e.g. "pt" / "en" for
 "ted_hrlr_translate/pt_to_en").
@@ -21,40 +21,33 @@ are `config.source_key` / `config.target_key` (default "source" / "target"; e.g.
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import tensorflow_datasets as tfds
 
-from zoo.data import translation
-from zoo.data.bundle import Data
-from zoo.data.labelled import _field
-from zoo.data.lm import BatchStream, unigram_entropy
-from zoo.data.vocab import EOS_ID, PAD_ID, CharVocab
+from zoo.data.builders import seq2seq_datasets
+from zoo.data.pipelines.baselines import unigram_entropy
+from zoo.data.pipelines.batch_stream import Batch, BatchStream
+from zoo.data.pipelines.bundle import Data
+from zoo.data.pipelines.char_vocab import CharVocab
+from zoo.data.pipelines.config_fields import config_field
+from zoo.data.pipelines.padding import pad_rows
+from zoo.data.pipelines.tfds_splits import as_text, open_split, read_examples
+from zoo.special_tokens import EOS_ID, PAD_ID
 
-Batch = dict[str, np.ndarray]
 DEFAULT_DATASET = "zoo_num2words/en_fr"
 
 
-def open_split(dataset: str, split: str, data_dir: str | None = None):
+def _open_split(dataset: str, split: str, data_dir: str | None = None):
     """`tfds.data_source` of a split: an embedded dataset (prepared if needed) or any TFDS one."""
-    if translation.is_embedded(dataset):
-        data_dir = translation.prepare(dataset, data_dir)
-    try:
-        return tfds.data_source(dataset, split=split, data_dir=data_dir)
-    except Exception as e:  # TFDS raises several types for "not found / not prepared"
-        embedded = " or ".join(f"{name}/<{'|'.join(builder.builder_configs)}>"
-                               for name, builder in translation.BUILDERS.items())
-        raise ValueError(
-            f"could not open TFDS dataset {dataset!r} split {split!r} in data_dir={data_dir!r} "
-            f"({type(e).__name__}: {e}). Prepare it there in array_record format, or use an "
-            f"embedded dataset: {embedded}."
-        ) from e
-
-
-def _as_str(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    embedded = " or ".join(f"{name}/<{'|'.join(builder.builder_configs)}>"
+                           for name, builder in seq2seq_datasets.BUILDERS.items())
+    prepare = (functools.partial(seq2seq_datasets.prepare, dataset)
+               if seq2seq_datasets.is_embedded(dataset) else None)
+    return open_split(dataset, split, data_dir, prepare=prepare,
+                      instead=f"an embedded dataset: {embedded}")
 
 
 def load_pairs(dataset: str, split: str, data_dir: str | None = None, *,
@@ -65,7 +58,7 @@ def load_pairs(dataset: str, split: str, data_dir: str | None = None, *,
     `source_key` / `target_key` name the features (default "source" / "target"); a ValueError
     lists the dataset's features when one is missing.
     """
-    source = open_split(dataset, split, data_dir)
+    source = _open_split(dataset, split, data_dir)
     keys = (source_key or "source", target_key or "target")
     features = list(source.dataset_info.features.keys())
     missing = [k for k in keys if k not in features]
@@ -73,21 +66,8 @@ def load_pairs(dataset: str, split: str, data_dir: str | None = None, *,
         raise ValueError(
             f"dataset {dataset!r} has no feature {', '.join(map(repr, missing))}; its features are "
             f"{', '.join(map(repr, features))}. Set --config.source_key and --config.target_key.")
-    indices = list(range(len(source)))
-    try:  # one call reads all: ~2x faster than item by item
-        examples = source.__getitems__(indices)
-    except (AttributeError, TypeError):  # no (working) __getitems__, e.g. under mock_data
-        examples = map(source.__getitem__, indices)
-    pairs = [(_as_str(ex[keys[0]]), _as_str(ex[keys[1]])) for ex in examples]
+    pairs = [(as_text(ex[keys[0]]), as_text(ex[keys[1]])) for ex in read_examples(source)]
     return [s for s, _ in pairs], [t for _, t in pairs]
-
-
-def pad_rows(rows: Sequence[np.ndarray], seq_len: int) -> np.ndarray:
-    """(N, seq_len) int32: row i is rows[i] followed by PAD_ID."""
-    out = np.full((len(rows), seq_len), PAD_ID, np.int32)
-    for i, row in enumerate(rows):
-        out[i, :len(row)] = row
-    return out
 
 
 class Seq2seqExamples:
@@ -149,23 +129,25 @@ def create_seq2seq_data(config: Any, global_batch_size: int, *, process_index: i
     ignores the source and the target prefix; "majority_exact_match": share of the eval split
     whose target is the train split's most frequent one}.
     """
-    dataset, data_dir = _field(config, "dataset", DEFAULT_DATASET), _field(config, "data_dir")
-    keys = {"source_key": _field(config, "source_key"), "target_key": _field(config, "target_key")}
+    dataset = config_field(config, "dataset", DEFAULT_DATASET)
+    data_dir = config_field(config, "data_dir")
+    keys = {key: config_field(config, key) for key in ("source_key", "target_key")}
+    eval_split = config_field(config, "eval_split", "validation")
     texts = {"train": load_pairs(dataset, "train", data_dir, **keys),
-             "eval": load_pairs(dataset, _field(config, "eval_split", "validation"), data_dir,
-                                **keys)}
+             "eval": load_pairs(dataset, eval_split, data_dir, **keys)}
     vocab = CharVocab.build(texts["train"][0] + texts["train"][1])
-    reverse_source = bool(_field(config, "reverse_source", False))
+    reverse_source = bool(config_field(config, "reverse_source", False))
     encoded = {name: _encode_pairs(vocab, *pairs, reverse_source=reverse_source)
                for name, pairs in texts.items()}
     _check_lengths(encoded, config.seq_len)
     examples = {name: Seq2seqExamples(pad_rows(sources, config.seq_len),
                                       pad_rows(targets, config.seq_len))
                 for name, (sources, targets) in encoded.items()}
-    seed = _field(config, "seed", 0)
+    seed = config_field(config, "seed", 0)
     kwargs = {"process_index": process_index, "process_count": process_count}
     return Data(BatchStream(examples["train"], global_batch_size, seed=seed, **kwargs),
                 BatchStream(examples["eval"], global_batch_size, seed=seed, shuffle=False,
                             repeat=False, **kwargs),
                 vocab, _baselines(texts["train"][1], texts["eval"][1], encoded["train"][1],
-                                  vocab.size))
+                                  vocab.size),
+                built_vocab=vocab)

@@ -10,7 +10,7 @@ with 0. Batches (each field's leading axis is the batch, B = this process's rows
 `lengths` counts the real tokens and is at least 1 (an empty text reads as one padding token).
 Per-character tags are repeated over the UTF-8 bytes of their character, so targets line up with
 byte ids. Train streams are shuffled and repeated; eval streams are in split order, one pass,
-dropping the last partial batch (as `create_lm_data` does). Both are `zoo.data.lm.BatchStream`s.
+dropping the last partial batch (as `create_lm_data` does). Both are `BatchStream`s.
 
 Datasets: the embedded "zoo_docstrings" / "zoo_code_tags" (prepared in `config.data_dir` on first
 use), or any TFDS dataset prepared there in array_record, read with `tfds.data_source`. Its text
@@ -26,37 +26,24 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from zoo.data import code_tags, docstrings
-from zoo.data.bundle import Data
-from zoo.data.lm import BatchStream
-from zoo.data.tokenizers import get_tokenizer
+from zoo.data.builders import zoo_code_tags, zoo_docstrings
+from zoo.data.pipelines.batch_stream import Batch, BatchStream
+from zoo.data.pipelines.bundle import Data
+from zoo.data.pipelines.config_fields import config_field
+from zoo.data.pipelines.tfds_splits import as_text, open_split, read_examples
+from zoo.data.pipelines.tokenizers import get_tokenizer
 
-Batch = dict[str, np.ndarray]
 TEXT_KEYS = ("text", "description", "sentence", "content")
 EMBEDDED: dict[str, Callable[[str | None], str]] = {
-    docstrings.NAME: docstrings.prepare,
-    code_tags.NAME: code_tags.prepare,
+    zoo_docstrings.NAME: zoo_docstrings.prepare,
+    zoo_code_tags.NAME: zoo_code_tags.prepare,
 }
 
 
-def _field(config: Any, name: str, default: Any = None) -> Any:
-    """`config.name`, or `default` where the config lacks the field or holds None."""
-    value = getattr(config, name, None)
-    return default if value is None else value
-
-
-def open_split(dataset: str, split: str, data_dir: str | None = None):
+def _open_split(dataset: str, split: str, data_dir: str | None = None):
     """`tfds.data_source` of a split: an embedded dataset (prepared if needed) or any TFDS one."""
-    if dataset in EMBEDDED:
-        data_dir = EMBEDDED[dataset](data_dir)
-    try:
-        return tfds.data_source(dataset, split=split, data_dir=data_dir)
-    except Exception as e:  # TFDS raises several types for "not found / not prepared"
-        raise ValueError(
-            f"could not open TFDS dataset {dataset!r} split {split!r} in data_dir={data_dir!r} "
-            f"({type(e).__name__}: {e}). Prepare it there in array_record format, or use one of "
-            f"the embedded datasets: {', '.join(EMBEDDED)}."
-        ) from e
+    return open_split(dataset, split, data_dir, prepare=EMBEDDED.get(dataset),
+                      instead=f"one of the embedded datasets: {', '.join(EMBEDDED)}")
 
 
 def text_key_of(features: Any, text_key: str | None = None) -> str:
@@ -70,20 +57,11 @@ def text_key_of(features: Any, text_key: str | None = None) -> str:
                      "(or set config.text_key).")
 
 
-def _as_str(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
 def read_split(source: Any, text_key: str, label_key: str) -> tuple[list[str], list[np.ndarray]]:
     """(texts, labels) of every example of a data source, in index order."""
-    indices = list(range(len(source)))
-    try:  # one call reads all: ~2x faster than item by item
-        examples = source.__getitems__(indices)
-    except (AttributeError, TypeError):  # no (working) __getitems__, e.g. under mock_data
-        examples = map(source.__getitem__, indices)
     texts, labels = [], []
-    for example in examples:
-        texts.append(_as_str(example[text_key]))
+    for example in read_examples(source):
+        texts.append(as_text(example[text_key]))
         labels.append(np.asarray(example[label_key], np.int32))
     return texts, labels
 
@@ -131,22 +109,23 @@ class LabelledExamples:
 
 def _load(config: Any, default_dataset: str, label_field: str, default_label_key: str, split: str):
     """(texts, labels or per-example tag arrays, number of classes) of a split."""
-    source = open_split(_field(config, "dataset", default_dataset), split,
-                        _field(config, "data_dir"))
+    source = _open_split(config_field(config, "dataset", default_dataset), split,
+                         config_field(config, "data_dir"))
     features = source.dataset_info.features
-    label_key = _field(config, label_field, default_label_key)
+    label_key = config_field(config, label_field, default_label_key)
     label_feature = features[label_key]
     if isinstance(label_feature, tfds.features.Sequence):
         label_feature = label_feature.feature
     if not isinstance(label_feature, tfds.features.ClassLabel):
         raise TypeError(f"feature {label_key!r} is {label_feature!r}, not a ClassLabel.")
-    texts, labels = read_split(source, text_key_of(features, _field(config, "text_key")), label_key)
+    text_key = text_key_of(features, config_field(config, "text_key"))
+    texts, labels = read_split(source, text_key, label_key)
     return texts, labels, label_feature.num_classes
 
 
 def _streams(config: Any, global_batch_size: int, train: LabelledExamples,
              evaluation: LabelledExamples, process_index: int, process_count: int):
-    seed = _field(config, "seed", 0)
+    seed = config_field(config, "seed", 0)
     kwargs = {"process_index": process_index, "process_count": process_count}
     return (BatchStream(train, global_batch_size, seed=seed, **kwargs),
             BatchStream(evaluation, global_batch_size, seed=seed, shuffle=False, repeat=False,
@@ -161,11 +140,13 @@ def create_classification_data(config: Any, global_batch_size: int, *, process_i
     text_key, label_key. baselines = {"majority_accuracy": share of the eval split in the train
     split's most frequent class, "num_classes"}.
     """
-    tokenizer = get_tokenizer(_field(config, "tokenizer", "byte"))
+    tokenizer = get_tokenizer(config_field(config, "tokenizer", "byte"))
     seq_len = config.seq_len
     splits = {}
-    for name, split in (("train", "train"), ("eval", _field(config, "eval_split", "test"))):
-        texts, labels, num_classes = _load(config, docstrings.NAME, "label_key", "label", split)
+    eval_split = config_field(config, "eval_split", "test")
+    for name, split in (("train", "train"), ("eval", eval_split)):
+        texts, labels, num_classes = _load(config, zoo_docstrings.NAME, "label_key", "label",
+                                           split)
         ids = [tokenizer.encode(t)[:seq_len] for t in texts]
         splits[name] = LabelledExamples(ids, seq_len, labels=np.asarray(labels, np.int32))
     majority = np.bincount(splits["train"].labels, minlength=num_classes).argmax()
@@ -183,11 +164,12 @@ def create_tagging_data(config: Any, global_batch_size: int, *, process_index: i
     text_key, tags_key. baselines = {"majority_accuracy": accuracy over the eval split's real
     (weighted) bytes of always predicting the train split's most frequent tag, "num_classes"}.
     """
-    tokenizer = get_tokenizer(_field(config, "tokenizer", "byte"))
+    tokenizer = get_tokenizer(config_field(config, "tokenizer", "byte"))
     seq_len = config.seq_len
     splits = {}
-    for name, split in (("train", "train"), ("eval", _field(config, "eval_split", "test"))):
-        texts, tags, num_classes = _load(config, code_tags.NAME, "tags_key", "tags", split)
+    eval_split = config_field(config, "eval_split", "test")
+    for name, split in (("train", "train"), ("eval", eval_split)):
+        texts, tags, num_classes = _load(config, zoo_code_tags.NAME, "tags_key", "tags", split)
         ids = [tokenizer.encode(t) for t in texts]
         targets = [byte_tags(t, g) for t, g in zip(texts, tags)]
         if any(len(i) != len(g) for i, g in zip(ids, targets)):

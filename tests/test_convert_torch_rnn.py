@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from zoo.convert.torch_rnn import _NUM_GATES, rnn_config_from_torch, rnn_params_from_torch
 from zoo.nn.cells import CELL_TYPES
 from zoo.nn.recurrent import RecurrentStack
-from zoo.nn.torch_import import _NUM_GATES, rnn_config_from_torch, rnn_params_from_torch
 
 torch = pytest.importorskip("torch")
 
@@ -218,6 +218,6 @@ def test_gate_table_matches_cells():
 
 
 def test_module_does_not_import_torch():
-    # (jax does get imported, but by the `zoo` package's __init__, not by torch_import.)
-    code = "import sys, zoo.nn.torch_import; assert 'torch' not in sys.modules"
+    # (jax does get imported, but by the `zoo` package's __init__, not by torch_rnn.)
+    code = "import sys, zoo.convert.torch_rnn; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

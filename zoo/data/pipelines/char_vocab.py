@@ -1,9 +1,9 @@
 """A character vocabulary shared by a seq2seq task's source and target: text <-> int32 ids.
 
-Ids 0..3 are special: PAD_ID, BOS_ID, EOS_ID and UNK_ID (a character the vocabulary lacks).
-The vocabulary's characters, sorted by code point, take ids 4, 5, ... It is built from the
-training split's texts; `save` / `load` store it as a JSON list of its characters, so a trained
-workdir can encode and decode again.
+Ids 0..3 are special (`zoo.special_tokens`): PAD_ID, BOS_ID, EOS_ID and UNK_ID (a character
+the vocabulary lacks). The vocabulary's characters, sorted by code point, take ids 4, 5, ...
+It is built from the training split's texts; `save` / `load` store it as a JSON list of its
+characters, so a trained workdir can encode and decode again.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
-NUM_SPECIAL = 4
+from zoo.special_tokens import EOS_ID, NUM_SPECIAL, UNK_ID
+
 UNK_CHAR = "\ufffd"  # how `decode` shows UNK_ID
 
 
@@ -41,7 +41,7 @@ class CharVocab:
 
     @property
     def vocab_size(self) -> int:
-        """`size`, under the name the tokenizers use (`zoo.data.tokenizers`)."""
+        """`size`, under the name the tokenizers use (`tokenizers.ByteTokenizer`)."""
         return self.size
 
     def encode(self, text: str, *, unknown: str = "error") -> np.ndarray:

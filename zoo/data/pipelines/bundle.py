@@ -18,3 +18,6 @@ class Data:
     eval: Any
     tokenizer: Any
     baselines: dict[str, float]
+    # A vocabulary built from the data (seq2seq's characters), with `save(path)`: the loop writes
+    # it into the workdir, where generate / evaluate / translate read it. None otherwise.
+    built_vocab: Any = None

@@ -1,9 +1,9 @@
-"""Converts PyTorch `nn.RNN` / `nn.LSTM` / `nn.GRU` weights to `zoo.nn.recurrent.RecurrentStack` params.
+"""PyTorch `nn.RNN` / `nn.LSTM` / `nn.GRU` weights -> `zoo.nn.recurrent.RecurrentStack` params.
 
-NumPy only: this module imports neither torch nor jax. It reads a PyTorch state dict whose
-values are torch tensors (anything with `.detach()`) or NumPy arrays, and returns a plain
-nested dict of np.float32 arrays laid out as `RecurrentStack` declares them (see
-`zoo.nn.cells`):
+NumPy only: this module imports neither torch nor jax (tensors are read through
+`zoo.convert.reader.to_numpy`). It reads a PyTorch state dict whose values are torch tensors
+(anything with `.detach()`) or NumPy arrays, and returns a plain nested dict of np.float32 arrays
+laid out as `RecurrentStack` declares them (see `zoo.nn.cells`):
 
     {"layer{l}_forward" | "layer{l}_backward": {
         "input_kernel":  (D_l, G*H)  = weight_ih_l{l}[_reverse].T
@@ -21,8 +21,8 @@ Usage::
 
     import jax.numpy as jnp
     import torch
+    from zoo.convert.torch_rnn import rnn_config_from_torch, rnn_params_from_torch
     from zoo.nn.recurrent import RecurrentStack
-    from zoo.nn.torch_import import rnn_config_from_torch, rnn_params_from_torch
 
     lstm = torch.nn.LSTM(16, 32, num_layers=2, bidirectional=True)  # batch_first=False
     config = rnn_config_from_torch(lstm)
@@ -50,6 +50,8 @@ from typing import Any
 
 import numpy as np
 
+from zoo.convert.reader import to_numpy
+
 __all__ = ["rnn_config_from_torch", "rnn_params_from_torch"]
 
 # Gates per cell; must agree with zoo.nn.cells.CELL_TYPES (checked by the tests). Kept here so
@@ -62,13 +64,6 @@ _TORCH_MODES: dict[str, str] = {
 _KEY = re.compile(r"(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?")
 
 Params = dict[str, dict[str, np.ndarray]]
-
-
-def _to_numpy(value: Any) -> np.ndarray:
-    """A torch tensor (any device, with or without grad) or array-like -> np.ndarray."""
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
 
 
 def _suggest_prefixes(keys: list[str]) -> list[str]:
@@ -141,7 +136,7 @@ def rnn_params_from_torch(state_dict: Mapping[str, Any], *, cell: str | None = N
                              f"{'bidirectional' if bidirectional else 'unidirectional'} module. "
                              "Check prefix=, num_layers= and bidirectional=, or pass the full "
                              "state_dict() of the torch module.")
-        return _to_numpy(state_dict[name]).astype(np.float64)
+        return to_numpy(state_dict[name]).astype(np.float64)
 
     # Gate count and hidden size from the first layer's recurrent weight (G*H, H).
     w_hh = require("weight_hh", 0, False)

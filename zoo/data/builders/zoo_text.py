@@ -14,61 +14,28 @@ neither preparing nor reading needs TensorFlow.
 from __future__ import annotations
 
 import ast
-import contextlib
-import fcntl
 import hashlib
 import inspect
-import os
 import tokenize
 from collections.abc import Iterator
 
 import tensorflow_datasets as tfds
 
+from zoo.data.builders.preparation import prepare_builder
+from zoo.data.builders.stdlib_sources import module_name, stdlib_files, stdlib_path
+
 NAME = "zoo_text"
 MIN_DOCSTRING_CHARS = 200
-# Stdlib directories / files never read (tests, GUIs, vendored or legacy packages).
-_SKIP_DIRS = frozenset({
-    "site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "tkinter",
-    "turtledemo", "ensurepip", "__pycache__", "distutils",
-})
-
-
-def _is_skipped(part: str) -> bool:
-    """True for a path component that is excluded, or that names a test ("test_x", "x_test")."""
-    stem = part.removesuffix(".py")
-    return part in _SKIP_DIRS or bool({"test", "tests"} & set(stem.split("_")))
-
-
-def _stdlib_files() -> list[str]:
-    """Paths of the stdlib's .py files relative to its root, sorted, skipped ones left out."""
-    root = os.path.dirname(os.__file__)
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not _is_skipped(d)]
-        rel = os.path.relpath(dirpath, root)
-        for f in filenames:
-            if f.endswith(".py") and not _is_skipped(f):
-                files.append(os.path.normpath(os.path.join(rel, f)).replace(os.sep, "/"))
-    return sorted(files)
-
-
-def _module_name(rel_path: str) -> str:
-    """"email/mime/text.py" -> "email.mime.text"; "json/__init__.py" -> "json"."""
-    parts = rel_path[:-3].split("/")
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
 
 
 def _docstrings(rel_path: str) -> Iterator[tuple[str, str]]:
     """(source, raw docstring) of a module and its top-level classes and functions."""
-    path = os.path.join(os.path.dirname(os.__file__), rel_path)
     try:
-        with tokenize.open(path) as f:  # honours PEP 263 encoding declarations
+        with tokenize.open(stdlib_path(rel_path)) as f:  # honours PEP 263 encoding declarations
             tree = ast.parse(f.read(), filename=rel_path)
     except (SyntaxError, UnicodeDecodeError, ValueError):
         return  # a few stdlib files are templates or use another grammar
-    module = _module_name(rel_path)
+    module = module_name(rel_path)
     yield module, ast.get_docstring(tree, clean=False)
     for node in tree.body:
         if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -80,7 +47,7 @@ def corpus_examples() -> list[tuple[str, str]]:
     import pydoc_data.topics  # data only: a dict literal
 
     candidates = [(f"pydoc_data.topics:{k}", v) for k, v in sorted(pydoc_data.topics.topics.items())]
-    for rel_path in _stdlib_files():
+    for rel_path in stdlib_files():
         candidates.extend(_docstrings(rel_path))
     examples, seen_sources, seen_texts = [], set(), set()
     for source, text in candidates:
@@ -137,53 +104,6 @@ class ZooText(tfds.core.GeneratorBasedBuilder):
             yield source, {"text": text, "source": source}
 
 
-def default_data_dir() -> str:
-    """$ZOO_DATA_DIR, else ~/.cache/zoo/tensorflow_datasets."""
-    return os.environ.get("ZOO_DATA_DIR") or os.path.expanduser("~/.cache/zoo/tensorflow_datasets")
-
-
-@contextlib.contextmanager
-def _no_progress_bar():
-    """Hide TFDS's tqdm bars inside the block, then restore the previous setting."""
-    from tensorflow_datasets.core.utils import tqdm_utils
-
-    previous = getattr(tqdm_utils, "_active", True)
-    tfds.display_progress_bar(False)
-    try:
-        yield
-    finally:
-        tfds.display_progress_bar(previous)
-
-
-def prepare_builder(builder_cls: type[tfds.core.DatasetBuilder], data_dir: str | None = None,
-                    config: str | None = None) -> str:
-    """Prepare `builder_cls` (array_record) in `data_dir` unless already there; return the dir.
-
-    `config` names one of the builder's BuilderConfigs (None: its default one). Idempotent and
-    fast once prepared. Safe across concurrent processes: an exclusive `fcntl.flock` on
-    `<data_dir>/<name>.lock` serialises the check-and-build.
-    """
-    data_dir = os.path.abspath(data_dir or default_data_dir())
-    os.makedirs(data_dir, exist_ok=True)
-    with open(os.path.join(data_dir, f"{builder_cls.name}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            builder = builder_cls(data_dir=data_dir, config=config, file_format="array_record")
-            if not builder.is_prepared():
-                with _no_progress_bar():
-                    builder.download_and_prepare(
-                        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return data_dir
-
-
 def prepare(data_dir: str | None = None) -> str:
     """Prepare "zoo_text" in `data_dir` (default `default_data_dir()`) unless there; return it."""
     return prepare_builder(ZooText, data_dir)
-
-
-def load_texts(split: str, data_dir: str | None = None) -> list[str]:
-    """All texts of `split` ("train" or "validation"), in index order, prepared if needed."""
-    source = tfds.data_source(NAME, split=split, data_dir=prepare(data_dir))
-    return [ex["text"].decode("utf-8") for ex in source]

@@ -1,14 +1,8 @@
-"""Translate texts with a trained seq2seq model and score the output.
-
-Metrics (`translation_metrics`):
-* exact_match: share of outputs equal to their reference string;
-* token_accuracy: share of reference tokens (characters, plus the final EOS) that the output
-  has at the same position;
-* bleu: corpus BLEU of sacrebleu (default 13a tokenisation). For character-level data such
-  as numbers in words, the words are the tokens sacrebleu scores.
+"""Text to text with a trained seq2seq model: encode sources, decode greedily or by beam search
+(`zoo.decode.search`), turn the ids back into text.
 
 `translate` batches the sources at a fixed shape (padding the last batch) so decoding compiles
-once, and decodes greedily or with beam search through `zoo.decode.search`.
+once. Metrics over the outputs are in `zoo.eval.translation_metrics`.
 """
 from __future__ import annotations
 
@@ -16,11 +10,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import sacrebleu
 
-from zoo.data.seq2seq import pad_rows
-from zoo.data.vocab import EOS_ID, UNK_ID, CharVocab
+from zoo.data.pipelines.char_vocab import CharVocab
+from zoo.data.pipelines.padding import pad_rows
 from zoo.decode.search import beam_search, greedy_search
+from zoo.special_tokens import UNK_ID
 
 
 def encode_sources(vocab: CharVocab, texts: Sequence[str], seq_len: int, *,
@@ -54,45 +48,21 @@ def translate(decoder: Any, params: Any, vocab: CharVocab, texts: Sequence[str],
             tokens, _ = beam_search(decoder, params, batch, beam_size=beam_size,
                                     max_len=max_len, length_penalty=length_penalty)
             tokens = tokens[:, 0]  # the best beam
-        outputs += [vocab.decode(row) for row in _in_vocab(vocab, tokens[:real])]
+        outputs += [vocab.decode(row) for row in in_vocab(vocab, tokens[:real])]
     return outputs
 
 
-def _in_vocab(vocab: CharVocab, tokens: Any) -> np.ndarray:
+def in_vocab(vocab: CharVocab, tokens: Any) -> np.ndarray:
     """Ids the vocabulary lacks (a model vocab_size larger than the data's) -> UNK_ID."""
     tokens = np.asarray(tokens)
     return np.where(tokens < vocab.size, tokens, UNK_ID)
-
-
-def token_accuracy(vocab: CharVocab, hypotheses: Sequence[str],
-                   references: Sequence[str]) -> float:
-    """Share of reference tokens (+ EOS) matched position by position by the hypothesis."""
-    correct = total = 0
-    for hyp, ref in zip(hypotheses, references, strict=True):
-        ref_ids = np.append(vocab.encode(ref, unknown="unk"), EOS_ID)
-        hyp_ids = np.append(vocab.encode(hyp, unknown="unk"), EOS_ID)[:len(ref_ids)]
-        correct += int(np.sum(hyp_ids == ref_ids[:len(hyp_ids)]))
-        total += len(ref_ids)
-    return correct / max(total, 1)
-
-
-def translation_metrics(vocab: CharVocab, hypotheses: Sequence[str],
-                        references: Sequence[str]) -> dict[str, float]:
-    """{"exact_match", "token_accuracy", "bleu", "num_examples"} of outputs vs references."""
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references.")
-    exact = float(np.mean([h == r for h, r in zip(hypotheses, references)])) if references else 0.0
-    return {"exact_match": exact,
-            "token_accuracy": token_accuracy(vocab, hypotheses, references),
-            "bleu": float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score),
-            "num_examples": len(references)}
 
 
 def translation_samples(decoder: Any, params: Any, vocab: CharVocab, batch: dict[str, Any], *,
                         num_samples: int, max_len: int, reverse_source: bool = False) -> list[str]:
     """"source -> output (reference: target)" lines for the first rows of an eval batch."""
     inputs = np.asarray(batch["inputs"])[:num_samples]
-    tokens = _in_vocab(vocab, greedy_search(decoder, params, inputs, max_len=max_len))
+    tokens = in_vocab(vocab, greedy_search(decoder, params, inputs, max_len=max_len))
     lines = []
     for source_ids, output_ids, target_ids in zip(inputs, tokens, batch["targets"]):
         source = vocab.decode(source_ids)

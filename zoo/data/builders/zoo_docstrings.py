@@ -8,10 +8,11 @@ listed area are left out. Texts are `inspect.cleandoc`-ed, at least `MIN_CHARS` 
 unique after lower-casing and collapsing whitespace; a class with more than `MAX_PER_CLASS`
 examples keeps a fixed, hash-chosen `MAX_PER_CLASS` of them.
 
-Splits (`split_of`, md5 of a group key): "test" ~15%, "validation" ~5%, "train" the rest. The
-group key is the definition's qualified name *without* its module ("Path.glob", "isabs") and
-"module:<name>" for module docstrings, so the same function documented in two files
-(`posixpath.isabs` and `ntpath.isabs`) lands in one split: near-duplicates do not leak.
+Splits (`labelled_builder.split_of`, md5 of a group key): "test" ~15%, "validation" ~5%,
+"train" the rest. The group key is the definition's qualified name *without* its module
+("Path.glob", "isabs") and "module:<name>" for module docstrings, so the same function
+documented in two files (`posixpath.isabs` and `ntpath.isabs`) lands in one split:
+near-duplicates do not leak.
 
 Counts under CPython 3.11.7 (deterministic for a given Python version, not across versions):
 
@@ -31,31 +32,26 @@ Counts under CPython 3.11.7 (deterministic for a given Python version, not acros
     all                2603         166   511   3280
 
 A test-split majority-class baseline is ~10% (12 classes). Preparing takes ~2 s.
-
-This module also holds the pieces shared by the embedded labelled builders (`EmbeddedBuilder`,
-`split_of`, `prepare_builder`); `zoo.data.code_tags` uses them too.
 """
 from __future__ import annotations
 
-import abc
 import ast
 import hashlib
 import inspect
-import os
 import re
-import sys
 import tokenize
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import tensorflow_datasets as tfds
 
-from zoo.data.corpus import _module_name, _stdlib_files, prepare_builder
+from zoo.data.builders.labelled_builder import LabelledBuilder
+from zoo.data.builders.preparation import prepare_builder
+from zoo.data.builders.stdlib_sources import module_name, stdlib_files, stdlib_path
 
 NAME = "zoo_docstrings"
 MIN_CHARS = 40
 MAX_PER_CLASS = 300
-SPLITS = ("train", "validation", "test")
 
 # Area -> the stdlib top-level modules / packages whose docstrings it gets.
 AREAS: dict[str, tuple[str, ...]] = {
@@ -93,12 +89,6 @@ def _md5(key: str) -> int:
     return int(hashlib.md5(key.encode()).hexdigest(), 16)
 
 
-def split_of(key: str) -> str:
-    """"test" for ~15% of keys, "validation" for ~5%, else "train" (stable md5 hash of `key`)."""
-    bucket = _md5(key) % 20
-    return "validation" if bucket == 0 else "test" if bucket <= 3 else "train"
-
-
 def _definitions(node: ast.AST, prefix: str = "") -> Iterator[tuple[str, ast.AST]]:
     """(qualified name below the module, node) of every class and function inside `node`."""
     for child in ast.iter_child_nodes(node):
@@ -113,11 +103,11 @@ def _definitions(node: ast.AST, prefix: str = "") -> Iterator[tuple[str, ast.AST
 def _file_docstrings(rel_path: str) -> Iterator[tuple[str, str, str]]:
     """(group key, source, raw docstring) of a module and every class and function in it."""
     try:
-        with tokenize.open(os.path.join(os.path.dirname(os.__file__), rel_path)) as f:
+        with tokenize.open(stdlib_path(rel_path)) as f:
             tree = ast.parse(f.read(), filename=rel_path)
     except (SyntaxError, UnicodeDecodeError, ValueError):
         return
-    module = _module_name(rel_path)
+    module = module_name(rel_path)
     yield f"module:{module}", module, ast.get_docstring(tree, clean=False)
     for qualname, node in _definitions(tree):
         yield qualname, f"{module}:{qualname}:{node.lineno}", ast.get_docstring(node, clean=False)
@@ -126,7 +116,7 @@ def _file_docstrings(rel_path: str) -> Iterator[tuple[str, str, str]]:
 def docstring_examples() -> list[tuple[str, str, dict[str, Any]]]:
     """All (group key, unique key, {"text", "label", "source"}) examples, in a fixed order."""
     examples, seen = [], set()
-    for rel_path in _stdlib_files():
+    for rel_path in stdlib_files():
         area = _AREA_OF.get(rel_path.split("/")[0].removesuffix(".py"))
         if area is None:
             continue
@@ -145,55 +135,7 @@ def docstring_examples() -> list[tuple[str, str, dict[str, Any]]]:
     return [e for e in examples if e[1] in kept]
 
 
-class EmbeddedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """A builder of labelled examples made from Python's own files: nothing is downloaded.
-
-    Features: "text", the label feature `LABEL_KEY` (`label_feature()`), and "source" (where the
-    example comes from). Subclasses set VERSION, RELEASE_NOTES, DESCRIPTION and LABEL_KEY and
-    define `label_feature()` and `examples()` -> [(split key, unique key, features)]; an example
-    goes to split `split_of(split key)`.
-    """
-
-    DESCRIPTION: str
-    LABEL_KEY: str
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> tfds.core.Path:
-        """The subclass's file (TFDS's default lookup needs the uninstalled importlib_resources)."""
-        return tfds.core.Path(sys.modules[cls.__module__].__file__)
-
-    @abc.abstractmethod
-    def label_feature(self) -> tfds.features.FeatureConnector:
-        """The feature stored under LABEL_KEY."""
-
-    @abc.abstractmethod
-    def examples(self) -> list[tuple[str, str, dict[str, Any]]]:
-        """All (split key, unique key, features) examples, in a fixed order."""
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            description=self.DESCRIPTION,
-            features=tfds.features.FeaturesDict({
-                "text": tfds.features.Text(),
-                self.LABEL_KEY: self.label_feature(),
-                "source": tfds.features.Text(),
-            }),
-            supervised_keys=("text", self.LABEL_KEY),
-        )
-
-    def _split_generators(self, dl_manager):
-        del dl_manager  # nothing to download
-        examples = self.examples()
-        return {split: self._generate_examples([e for e in examples if split_of(e[0]) == split])
-                for split in SPLITS}
-
-    def _generate_examples(self, examples):
-        for _, key, features in examples:
-            yield key, features
-
-
-class ZooDocstrings(EmbeddedBuilder):
+class ZooDocstrings(LabelledBuilder):
     """Stdlib docstrings labelled by area (TFDS name "zoo_docstrings")."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -215,5 +157,5 @@ class ZooDocstrings(EmbeddedBuilder):
 
 
 def prepare(data_dir: str | None = None) -> str:
-    """Prepare "zoo_docstrings" in `data_dir` (default: `corpus.default_data_dir()`); return it."""
+    """Prepare "zoo_docstrings" in `data_dir` (default: `default_data_dir()`); return it."""
     return prepare_builder(ZooDocstrings, data_dir)

@@ -1,0 +1,587 @@
+"""What every benchmark shares, so that each benchmark module holds only its workloads.
+
+    from benchmarks.harness import ZooStep, TorchSide, time_rounds, summarize
+
+* The machine: `cpu_model`, `num_cores`, `machine_info`, `command_line`.
+* Timing: `call_timer`; the matmul peak of JAX, numpy or torch in any dtype (`matmul_peak`);
+  the cores other processes use (`LoadMeter`, from /proc/stat) and waiting for a quiet CPU
+  (`wait_for_quiet`); alternating rounds (`time_rounds`: A B A B ..., more rounds while too
+  few are clean) and their clean-round medians (`summarize`, `table_cells`).
+* The two sides of a comparison: `ZooStep`, the zoo's jitted train step of any model and task
+  (`zoo.train.state.create_train_state` + `zoo.train.step.jit_train_step`, AdamW and a cosine
+  schedule from `OPT_CONFIG`), and `TorchSide`, the same step written in PyTorch.
+* Running parts under a time budget (`Parts`), `--override KEY=VALUE` (`parse_overrides`),
+  the `--json` output (`write_json`).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+import types
+from collections.abc import Callable
+from typing import Any
+
+CLEAN_LOAD = 0.25  # cores used by other processes below which a round counts as clean
+OPT_CONFIG = types.SimpleNamespace(  # zoo.train.config.TRAIN_DEFAULTS / experiments gpt_tiny
+    grad_clip_norm=1.0, adam_b1=0.9, adam_b2=0.95, adam_eps=1e-8, weight_decay=0.1,
+    schedule="cosine", learning_rate=2e-3, warmup_steps=60, num_train_steps=600,
+)
+
+
+def log(*args: Any) -> None:
+    print(*args, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# the machine
+
+
+def num_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(torch_version: str | None) -> dict[str, Any]:
+    import jax
+
+    return {"date": datetime.date.today().isoformat(), "cpu": cpu_model(), "cores": num_cores(),
+            "python": platform.python_version(), "jax": jax.__version__,
+            "backend": jax.default_backend(), "torch": torch_version}
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    return f"python -m {module} " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
+def write_json(path: str | None, results: dict[str, Any]) -> None:
+    """The benchmarks' `--json PATH` output (nothing when PATH is None)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(results, f, indent=2, default=str)
+        print(f"wrote {path}")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """["num_layers=1", "attention_implementation=cudnn"] -> {"num_layers": 1, ...}."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--override takes KEY=VALUE items; got {item!r}.")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value  # a bare string such as cudnn
+    return overrides
+
+
+class Parts:
+    """Runs a benchmark's parts under a time budget: a part that would start after
+    `budget_s` seconds is skipped, a failing one is reported; either way the next one runs."""
+
+    def __init__(self, budget_s: float):
+        self.budget_s, self.t0 = budget_s, time.perf_counter()
+        self.skipped: list[str] = []
+        self.errors: list[dict[str, str]] = []
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def run(self, label: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(*args), or None when skipped or failed."""
+        if self.elapsed() >= self.budget_s:
+            log(f"SKIPPED {label}: the time budget of {self.budget_s:.0f} s is spent "
+                f"({self.elapsed():.0f} s)")
+            self.skipped.append(label)
+            return None
+        try:
+            return fn(*args)
+        except Exception as e:  # noqa: BLE001  (reported; the other parts still run)
+            traceback.print_exc()
+            log(f"FAILED {label}: {type(e).__name__}: {e}")
+            self.errors.append({"part": label, "error": f"{type(e).__name__}: {e}"})
+            return None
+
+    def report(self) -> None:
+        for label in self.skipped:
+            log(f"skipped (time budget): {label}")
+        for e in self.errors:
+            log(f"failed: {e['part']}: {e['error']}")
+
+
+# --------------------------------------------------------------------------------------------
+# load from other processes
+
+
+_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_busy_s() -> float | None:
+    """CPU seconds all processes spent busy (incl. steal), from /proc/stat; None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            v = list(map(int, f.readline().split()[1:]))
+        return (sum(v) - v[3] - v[4]) / _HZ
+    except (OSError, ValueError):
+        return None
+
+
+def _self_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+class LoadMeter:
+    """Cores used by *other* processes over an interval (None where /proc/stat is missing)."""
+
+    def __enter__(self):
+        self.b0, self.s0, self.t0 = _cpu_busy_s(), _self_cpu_s(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        b1, dt = _cpu_busy_s(), time.perf_counter() - self.t0
+        self.others = (None if b1 is None or self.b0 is None else
+                       max(0.0, (b1 - self.b0 - (_self_cpu_s() - self.s0)) / dt))
+
+
+def wait_for_quiet(max_wait: float, window: float = 0.5) -> None:
+    """Sleeps until other processes use < CLEAN_LOAD cores over `window` s, or `max_wait` s."""
+    deadline = time.perf_counter() + max_wait
+    while time.perf_counter() < deadline:
+        with LoadMeter() as m:
+            time.sleep(window)
+        if m.others is None or m.others < CLEAN_LOAD:
+            return
+
+
+def is_clean(load: float | None) -> bool:
+    return load is not None and load < CLEAN_LOAD
+
+
+# --------------------------------------------------------------------------------------------
+# matmul peak
+
+
+def call_timer(call: Callable[[], object]) -> Callable[[], float]:
+    """Runs `call` once (warm-up) and returns a function timing one more call, in seconds."""
+    call()
+
+    def once() -> float:
+        t0 = time.perf_counter()
+        call()
+        return time.perf_counter() - t0
+
+    return once
+
+
+def matmul_timer(library: str, n: int, dtype: str = "float32") -> Callable[[], float]:
+    """A `call_timer` of one n x n @ n x n in `library`, operands in `dtype`: "jax" (jitted
+    `jnp.dot` on JAX's default device, float32 accumulation), "numpy" (its BLAS: OpenBLAS in
+    the PyPI wheels) or "torch" (`torch.mm` on the CPU)."""
+    if library == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        ka, kb = jax.random.split(jax.random.key(0))
+        a, b = jax.random.normal(ka, (n, n), dtype), jax.random.normal(kb, (n, n), dtype)
+        f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+        return call_timer(lambda: f(a, b).block_until_ready())
+    if library == "numpy":
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        a, b = (rng.standard_normal((n, n), dtype=np.float32).astype(dtype) for _ in "ab")
+        c = np.empty((n, n), dtype)
+        return call_timer(lambda: np.matmul(a, b, out=c))
+    import torch
+
+    g, dt = torch.Generator().manual_seed(0), getattr(torch, dtype)
+    a, b = (torch.randn(n, n, generator=g).to(dt) for _ in "ab")
+    c = torch.empty(n, n, dtype=dt)
+    return call_timer(lambda: torch.mm(a, b, out=c))
+
+
+def matmul_peak(sizes: list[int], repeats: int, libraries: tuple[str, ...] = ("jax",),
+                dtype: str = "float32", max_wait: float = 0.0, unit: str = "GFLOP/s"):
+    """Best-of-`repeats` FLOP/s (in `unit`: GFLOP/s or TFLOP/s) of n x n matmuls per library
+    and n, the libraries interleaved (each call after up to 5 s of waiting for a quiet CPU when
+    `max_wait` > 0); returns ({library: {n: value}}, the largest of them all)."""
+    scale = {"GFLOP/s": 1e9, "TFLOP/s": 1e12}[unit]
+    peak: dict[str, dict[int, float]] = {k: {} for k in libraries}
+    for n in sizes:
+        timers = {k: matmul_timer(k, n, dtype) for k in libraries}
+        best = {k: float("inf") for k in timers}
+        for _ in range(repeats):
+            for k, timer in timers.items():
+                if max_wait > 0:
+                    wait_for_quiet(min(max_wait, 5.0))
+                best[k] = min(best[k], timer())
+        for k in timers:
+            peak[k][n] = 2 * n**3 / best[k] / scale
+        log(f"matmul {dtype} {n}x{n}: " + ", ".join(
+            f"{k} {peak[k][n]:.{1 if scale == 1e9 else 2}f} {unit}" for k in timers))
+    return peak, max(v for d in peak.values() for v in d.values())
+
+
+# --------------------------------------------------------------------------------------------
+# side-by-side rounds
+
+
+def add_timing_arguments(p: argparse.ArgumentParser, steps: int, warmup: int) -> None:
+    """The options of the side-by-side CPU benchmarks: rounds, matmul peak, torch, output."""
+    p.add_argument("--steps", type=int, default=steps, help="train steps per timed round")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds (A B A B ...)")
+    p.add_argument("--warmup", type=int, default=warmup,
+                   help="untimed steps per side before timing")
+    p.add_argument("--matmul-sizes", type=int, nargs="*", default=[2048, 4096])
+    p.add_argument("--matmul-repeats", type=int, default=5)
+    p.add_argument("--max-wait", type=float, default=30.0,
+                   help="seconds to wait for an idle CPU before each round (0: never wait)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--json", default=None, help="write the numbers to this file")
+
+
+def start(args: argparse.Namespace, module: str | None = None, argv: list[str] | None = None):
+    """The start of a side-by-side CPU benchmark (`add_timing_arguments`): torch's threads
+    (unless --no-torch or torch is missing), the machine (printed) and the f32 matmul peak of
+    JAX, numpy and torch -> (info, torch threads, use torch, {library: {n: GFLOP/s}}, peak).
+    `module` adds the command line to the info."""
+    import jax
+
+    threads = args.threads or num_cores()
+    torch_version = None
+    try:
+        if args.no_torch:
+            raise ImportError("--no-torch")
+        import torch
+
+        torch.set_num_threads(threads)
+        torch_version = torch.__version__
+    except ImportError as e:
+        print(f"PyTorch skipped ({e}): only the JAX side is measured.")
+    info = {**machine_info(torch_version), "devices": [str(d) for d in jax.devices()],
+            "torch_threads": threads if torch_version else None,
+            "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
+    if module:
+        info["command"] = command_line(module, argv)
+    print(f"# {info['cpu']}, {info['cores']} cores; jax {info['jax']} ({info['backend']}), "
+          f"torch {torch_version} ({threads} threads); XLA_FLAGS={info['XLA_FLAGS']!r}")
+    libraries = ("jax", "numpy", "torch") if torch_version else ("jax", "numpy")
+    peak, peak_gflops = matmul_peak(args.matmul_sizes, args.matmul_repeats, libraries,
+                                    max_wait=args.max_wait)
+    print(f"peak (max of the above): {peak_gflops:.1f} GFLOP/s")
+    return info, threads, torch_version is not None, peak, peak_gflops
+
+
+def time_rounds(sides: dict[str, Any], repeats: int, steps: int, max_wait: float,
+                max_rounds: int | None = None):
+    """Alternating timed rounds (A B C A B C ...) of `side.run(steps)` -> (times, loads):
+    times[k], seconds per step of each round; loads[k], cores other processes used meanwhile.
+
+    With `max_rounds`, more rounds run after `repeats` (up to `max_rounds` in all) while a side
+    has fewer than half of its rounds clean: others' load slows torch's OpenMP threads far more
+    than XLA's (measured: 5-10x vs 1.5-2x with one core busy), so loaded rounds say little."""
+    times: dict[str, list[float]] = {k: [] for k in sides}
+    loads: dict[str, list[float | None]] = {k: [] for k in sides}
+    r = 0
+    while r < repeats or (max_rounds and r < max_rounds and any(
+            2 * sum(map(is_clean, loads[k])) < r for k in sides)):
+        for k, s in sides.items():
+            if max_wait > 0:
+                wait_for_quiet(max_wait)
+            with LoadMeter() as m:
+                times[k].append(s.run(steps))
+            loads[k].append(m.others)
+        r += 1
+        label = f"{r}/{repeats}" if max_rounds is None else f"{r} (>= {repeats}, <= {max_rounds})"
+        log(f"  round {label}: " + ", ".join(
+            f"{k} {times[k][-1] * 1e3:.1f} ms/step (others "
+            f"{'?' if loads[k][-1] is None else f'{loads[k][-1]:.2f}'} cores)" for k in sides))
+    return times, loads
+
+
+def race(sides: dict[str, Any], args: argparse.Namespace, max_rounds: int | None = None):
+    """First-step losses (printed), `args.warmup` untimed steps per side, then `time_rounds`."""
+    print("first-step loss: " + ", ".join(f"{k} {s.first_loss:.4f}" for k, s in sides.items()))
+    for s in sides.values():
+        s.run(args.warmup)
+    return time_rounds(sides, args.repeats, args.steps, args.max_wait, max_rounds)
+
+
+def summarize(times, loads, tokens: int, flops_per_step: float | None = None,
+              peak: float | None = None) -> dict[str, dict[str, Any]]:
+    """Each side's median over its clean rounds (others < CLEAN_LOAD cores) when at least half
+    of its rounds are clean, else over all; tokens/s, and with `flops_per_step` GFLOP/s and %
+    of `peak`; the tokens/s ratio to the "torch" side when there is one."""
+    results = {}
+    for k in times:
+        clean = [t for t, o in zip(times[k], loads[k]) if is_clean(o)]
+        use_clean = bool(clean) and 2 * len(clean) >= len(times[k])
+        t = statistics.median(clean if use_clean else times[k])
+        r = results[k] = {
+            "rounds": len(times[k]), "clean_rounds": len(clean),
+            "median_over": "clean rounds" if use_clean else "all rounds",
+            "ms_per_step": t * 1e3, "ms_per_step_min": min(times[k]) * 1e3,
+            "ms_per_step_max": max(times[k]) * 1e3, "tokens_per_s": tokens / t}
+        if flops_per_step:
+            r["gflops"] = flops_per_step / t / 1e9
+            r["pct_peak"] = 100 * r["gflops"] / peak
+    ref = results.get("torch")
+    for r in results.values():
+        r["vs_torch"] = r["tokens_per_s"] / ref["tokens_per_s"] if ref else None
+    return results
+
+
+def ratio_text(x: float | None) -> str:
+    return f"{x:.2f}x" if x else "n/a"
+
+
+def table_cells(r: dict[str, Any]) -> str:
+    """"ms/step (min-max) | tokens/s | GFLOP/s | % of peak | vs PyTorch" of a `summarize` row."""
+    return (f"{r['ms_per_step']:.0f} ({r['ms_per_step_min']:.0f}-{r['ms_per_step_max']:.0f}) | "
+            f"{r['tokens_per_s']:,.0f} | {r['gflops']:.1f} | {r['pct_peak']:.0f}% | "
+            f"{ratio_text(r['vs_torch'])}")
+
+
+# --------------------------------------------------------------------------------------------
+# the zoo's side
+
+
+def lm_batch(batch: int, seq_len: int, vocab: int, seed: int = 0) -> dict[str, Any]:
+    """A causal-LM batch of random tokens (numpy): inputs, targets (shifted by one), weights."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, vocab, size=(batch, seq_len + 1), dtype=np.int32)
+    return {"inputs": tokens[:, :-1].copy(), "targets": tokens[:, 1:].copy(),
+            "weights": np.ones((batch, seq_len), np.float32)}
+
+
+def xla_flops(compiled: Any) -> float | None:
+    """XLA's FLOP count of a compiled program (`cost_analysis()["flops"]`), None without one."""
+    try:
+        ca = compiled.cost_analysis()
+        if isinstance(ca, (list, tuple)):
+            ca = ca[0] if ca else None
+        if ca and ca.get("flops", -1) > 0:
+            return float(ca["flops"])
+    except Exception as e:  # noqa: BLE001  (backend without cost analysis)
+        print(f"  (XLA cost_analysis unavailable: {e})")
+    return None
+
+
+class ZooStep:
+    """The zoo's train step as `experiments.train` builds it, on one fixed batch: the model
+    (a registry name, created with dropout 0 and `overrides`, or any flax module), its task
+    `task` (overrides that are the task's settings go to it: label smoothing, ...), AdamW with
+    global-norm clipping and a cosine schedule from `OPT_CONFIG` (`create_optimizer`), the
+    state from `create_train_state` (parameters from key 0) and `jit_train_step(task)`,
+    lowered and compiled once (`compile_s`, `xla_flops`) and run once (`first_loss`).
+
+    `batch`: numpy arrays {"inputs", "targets", "weights"}, or a function of the model config
+    returning them. `run(n)` -> seconds per step of `n` more steps."""
+
+    def __init__(self, model: Any, batch: Any, task: str = "causal_lm", **overrides: Any):
+        import jax
+
+        import zoo
+        from zoo.tasks import get_task, get_task_settings
+        from zoo.train.optimizer import create_optimizer, learning_rate_schedule
+        from zoo.train.step import jit_train_step
+
+        settings = {k: overrides.pop(k) for k in list(overrides) if k in get_task_settings(task)}
+        if isinstance(model, str):
+            model = zoo.create_model(model, dropout_rate=0.0, **overrides)
+        config = getattr(model, "config", None)
+        self.jax, self.model, self.task = jax, model, get_task(task, config, **settings)
+        self.host_batch = batch(config) if callable(batch) else batch
+        self.example_inputs = self.task.example_inputs(config, self.host_batch["inputs"].shape[1])
+        schedule = learning_rate_schedule(OPT_CONFIG)
+        self.tx = create_optimizer(OPT_CONFIG, schedule)
+        self.state = self.initial_state()
+        self.num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
+        self.batch, self.rng = jax.device_put(self.host_batch), jax.random.key(1)
+        t0 = time.perf_counter()
+        self.step = jit_train_step(self.task, learning_rate_fn=schedule).lower(
+            self.state, self.batch, self.rng).compile()
+        self.compile_s = time.perf_counter() - t0
+        self.xla_flops = xla_flops(self.step)
+        self.state, metrics = self.step(self.state, self.batch, self.rng)
+        self.first_loss = float(metrics["loss"])
+
+    def initial_state(self):
+        """The state before the first step (the timed one is donated step by step)."""
+        from zoo.train.state import create_train_state
+
+        return create_train_state(self.model, self.tx, self.example_inputs, self.jax.random.key(0))
+
+    def loss(self, params: Any, batch: dict[str, Any], rng: Any) -> float:
+        """Mean loss of `batch` under `params` (the task's loss, train=False)."""
+        loss_sum, sums = self.jax.jit(
+            lambda p, b: self.task.loss(self.model.apply, p, b, rng, train=False))(params, batch)
+        return float(loss_sum / sums["weight"])
+
+    def flops_text(self, flops_per_step: float) -> str:
+        xla = f"{self.xla_flops / 1e9:.2f} GFLOP" if self.xla_flops else "n/a"
+        return (f"FLOPs/step analytic {flops_per_step / 1e9:.2f} GFLOP, XLA cost_analysis {xla}; "
+                f"JAX compile {self.compile_s:.1f}s")
+
+    def run(self, n: int) -> float:
+        t0 = time.perf_counter()
+        state, metrics = self.state, None
+        for _ in range(n):
+            state, metrics = self.step(state, self.batch, self.rng)
+        self.jax.block_until_ready((state, metrics))
+        self.state = state
+        return (time.perf_counter() - t0) / max(n, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# the PyTorch side
+
+
+def torch_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def to_torch(batch: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
+    """numpy arrays -> torch tensors on `device` (integers as int64, as embeddings want)."""
+    import torch
+
+    return {k: (torch.from_numpy(v).long() if v.dtype.kind in "iu" else torch.from_numpy(v)
+                ).to(device) for k, v in batch.items()}
+
+
+def cross_entropy(logits: Any, targets: Any, weights: Any = None,
+                  label_smoothing: float = 0.0) -> Any:
+    """Cross entropy of (B, T, V) logits (in float32) against (B, T) targets: the mean over all
+    positions, or with `weights` the zoo tasks' weighted mean."""
+    import torch.nn.functional as F
+
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                           reduction="mean" if weights is None else "none",
+                           label_smoothing=label_smoothing)
+    if weights is None:
+        return loss
+    w = weights.flatten()
+    return (loss * w).sum() / w.sum().clamp_min(1e-9)
+
+
+def lm_loss(model: Any, inputs: Any, targets: Any, weights: Any = None) -> Any:
+    """A language model's `cross_entropy`: model(inputs) (B, T, V) against targets (B, T)."""
+    return cross_entropy(model(inputs), targets, weights)
+
+
+class TorchSide:
+    """A PyTorch training step, as the zoo's: zero_grad, `loss_fn(model, *inputs())` (under
+    bf16 autocast with `dtype="bfloat16"`; `inputs` is called every step, so masks can be drawn
+    there), backward, `clip_grad_norm_(OPT_CONFIG.grad_clip_norm)`, AdamW (OPT_CONFIG's betas
+    and eps, half its peak learning rate, constant: the update's cost does not depend on it)
+    with `weight_decay` on the >= 2-D parameters (`zoo.train.optimizer.decay_mask`'s rule);
+    `fused=True` (PyTorch's one-kernel update) when asked and always on a GPU.
+
+    `build()` makes the model, after `torch.manual_seed(0)`, the flush of denormals to zero
+    (XLA's CPU backend flushes them; without it torch slows down by up to 10x once repeated
+    steps on one batch shrink the gradients, measured), `threads` CPU threads, and on "cuda"
+    TF32 for float32 matmuls (as JAX's default precision allows). `compile=True` runs the loss
+    through `torch.compile(dynamic=False)` (inductor's default mode, as nanoGPT's).
+
+    `run(n)` -> seconds per step (the device synchronized before reading the clock);
+    `first_loss`, `compile_s` (the first step's wall time: inductor's compile, or CUDA start-up),
+    `num_params`."""
+
+    def __init__(self, build: Callable[[], Any], loss_fn: Callable[..., Any],
+                 inputs: Callable[[], tuple], *, device: str = "cpu", dtype: str = "float32",
+                 threads: int | None = None, compile: bool = False, fused: bool = False,
+                 weight_decay: float = OPT_CONFIG.weight_decay):
+        import torch
+        from torch import nn
+
+        if dtype not in ("bfloat16", "float32"):
+            raise ValueError(f"the PyTorch sides run bfloat16 autocast or float32; got {dtype}.")
+        self.torch, self.device, self.loss_fn, self.inputs = torch, device, loss_fn, inputs
+        if device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        elif threads:
+            torch.set_num_threads(threads)
+        torch.set_flush_denormal(True)
+        torch.manual_seed(0)
+        self.model = build().to(device)
+        self.num_params = sum(p.numel() for p in self.model.parameters())
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(
+            [{"params": [p for p in self.params if p.ndim >= 2], "weight_decay": weight_decay},
+             {"params": [p for p in self.params if p.ndim < 2], "weight_decay": 0.0}],
+            lr=OPT_CONFIG.learning_rate * 0.5, betas=(OPT_CONFIG.adam_b1, OPT_CONFIG.adam_b2),
+            eps=OPT_CONFIG.adam_eps, fused=fused or device == "cuda" or None)
+
+        class Loss(nn.Module):  # the module torch.compile compiles: forward and loss
+            def __init__(self, model):
+                super().__init__()
+                self.model = model
+
+            def forward(self, *args):
+                return loss_fn(self.model, *args)
+
+        self.loss_module = Loss(self.model)
+        if compile:
+            # A fresh compile per side: dynamo caches per code object, and the same model at a
+            # second batch size would otherwise be recompiled with dynamic shapes.
+            torch.compiler.reset()
+            self.loss_module = torch.compile(self.loss_module, dynamic=False)
+        self.autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+        t0 = time.perf_counter()
+        self.first_loss = float(self._step())  # float() waits for the device
+        self.compile_s = time.perf_counter() - t0
+
+    def _step(self):
+        self.opt.zero_grad(set_to_none=True)
+        with self.autocast:
+            loss = self.loss_module(*self.inputs())
+        loss.backward()
+        self.torch.nn.utils.clip_grad_norm_(self.params, OPT_CONFIG.grad_clip_norm)
+        self.opt.step()
+        return loss.detach()
+
+    def run(self, n: int) -> float:
+        sync = self.torch.cuda.synchronize if self.device == "cuda" else (lambda: None)
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            self._step()
+        sync()
+        return (time.perf_counter() - t0) / max(n, 1)
+
+    def loss_with(self, state_dict: dict[str, Any], *inputs: Any) -> float:
+        """The loss of `inputs` (numpy) in a copy of the model holding `state_dict` (numpy)."""
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(to_torch({k: v.copy() for k, v in state_dict.items()}))
+        with self.torch.no_grad():
+            return float(self.loss_fn(model, *to_torch(
+                {i: x.copy() for i, x in enumerate(inputs)}).values()))
