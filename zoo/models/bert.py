@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.models.inputs import check_tokens
+from zoo.models.stack_settings import StackSettings
 from zoo.nn.attention import check_implementation, padding_mask
 from zoo.nn.dense import dense_dot_general
 from zoo.nn.precision import dtype_of
@@ -33,7 +34,7 @@ HEADS = ("mlm", "classification", "tagging")
 
 
 @dataclasses.dataclass(frozen=True)
-class BertConfig:
+class BertConfig(StackSettings):
     vocab_size: int = 30522
     emb_dim: int = 768
     num_heads: int = 12
@@ -49,12 +50,6 @@ class BertConfig:
     pooling: str = "cls"  # "cls" (first token, as BERT) | "mean" (over real tokens)
     pad_token_id: int = 0  # padding when no lengths are given
     mask_token_id: int = 103  # [MASK] of the uncased WordPiece vocabulary (masked_lm reads it)
-    scan_layers: bool = False
-    scan_unroll: int = 1  # layers per scan iteration (scan_layers=True)
-    remat: str = "none"  # "none" / "dots" / "full" (zoo.nn.transformer.REMAT_POLICIES)
-    compute_dtype: str = "float32"  # mixed precision (zoo.nn.precision)
-    param_dtype: str = "float32"
-    attention_implementation: str | None = None  # None (auto) / "cudnn" / "pallas" / "xla" / ...
     vocab_pad_multiple: int | None = None  # MLM output columns padded to it; None: 128 off CPU
 
 

@@ -17,13 +17,14 @@ import jax
 import jax.numpy as jnp
 
 from zoo.models.inputs import check_tokens
+from zoo.models.stack_settings import StackSettings
 from zoo.nn.precision import dtype_of
 from zoo.nn.transformer import DecoderBlock, Positions, decode_start, run_layers
 from zoo.nn.vocab_head import OutputHead, pad_multiple, tied_head
 
 
 @dataclasses.dataclass(frozen=True)
-class GPTConfig:
+class GPTConfig(StackSettings):
     """Hyperparameters of `GPT`; names follow the Flax `lm1b` / `wmt` examples."""
 
     vocab_size: int = 256
@@ -33,12 +34,6 @@ class GPTConfig:
     mlp_dim: int = 1024
     max_len: int = 256
     dropout_rate: float = 0.1
-    scan_layers: bool = False  # run the block stack as one nn.scan (faster compiles, same numbers)
-    scan_unroll: int = 1  # layers per scan iteration (scan_layers=True)
-    remat: str = "none"  # what blocks keep for the backward pass: "none" / "dots" / "full"
-    compute_dtype: str = "float32"  # mixed precision (zoo.nn.precision): "bfloat16" on GPU/TPU
-    param_dtype: str = "float32"
-    attention_implementation: str | None = None  # None (auto) / "cudnn" / "pallas" / "xla" / ...
     vocab_pad_multiple: int | None = None  # output columns padded to it; None: 128 off CPU
 
 

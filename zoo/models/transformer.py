@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.models.inputs import check_tokens
+from zoo.models.stack_settings import StackSettings
 from zoo.nn.attention import check_implementation, padding_mask
 from zoo.nn.precision import dtype_of
 from zoo.nn.transformer import DecoderBlock, EncoderBlock, Positions, decode_start, run_layers
@@ -30,7 +31,7 @@ from zoo.special_tokens import BOS_ID, PAD_ID
 
 
 @dataclasses.dataclass(frozen=True)
-class TransformerConfig:
+class TransformerConfig(StackSettings):
     vocab_size: int = 64  # one vocabulary for source and target
     emb_dim: int = 512
     num_heads: int = 8
@@ -43,12 +44,6 @@ class TransformerConfig:
     positions: str = "sinusoidal"  # or "learned"
     activation: str = "relu"
     share_embeddings: bool = True  # source, target and output embeddings are one matrix
-    scan_layers: bool = False
-    scan_unroll: int = 1  # layers per scan iteration (scan_layers=True)
-    remat: str = "none"  # "none" / "dots" / "full" (zoo.nn.transformer.REMAT_POLICIES)
-    compute_dtype: str = "float32"  # mixed precision (zoo.nn.precision)
-    param_dtype: str = "float32"
-    attention_implementation: str | None = None  # None (auto) / "cudnn" / "pallas" / "xla" / ...
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -39,6 +39,13 @@ def _check(query: jax.Array, keys: jax.Array, mask: jax.Array) -> None:
         raise ValueError(f"query batch {query.shape[0]} != keys batch {keys.shape[0]}.")
 
 
+def _projected_keys(module: Any, query: jax.Array, keys: jax.Array, mask: jax.Array,
+                    projected_keys: jax.Array | None) -> jax.Array:
+    """Checks the shapes; the keys' projection, computed here unless the caller kept one."""
+    _check(query, keys, mask)
+    return module.project_keys(keys) if projected_keys is None else projected_keys
+
+
 def _context(weights: jax.Array, keys: jax.Array) -> jax.Array:
     """(B, S) x (B, S, Hk) -> (B, Hk)."""
     return jnp.einsum("bs,bsh->bh", weights.astype(keys.dtype), keys)
@@ -61,9 +68,7 @@ class BahdanauAttention(nn.Module):
 
     def __call__(self, query: jax.Array, keys: jax.Array, mask: jax.Array,
                  projected_keys: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-        _check(query, keys, mask)
-        if projected_keys is None:
-            projected_keys = self.project_keys(keys)
+        projected_keys = _projected_keys(self, query, keys, mask, projected_keys)
         hidden = jnp.tanh(projected_keys + self.query_proj(query)[:, None, :])  # (B, S, A)
         scores = (hidden @ self.v.astype(hidden.dtype))[..., 0]  # (B, S)
         weights = masked_softmax(scores, mask)
@@ -97,9 +102,7 @@ class LuongAttention(nn.Module):
 
     def __call__(self, query: jax.Array, keys: jax.Array, mask: jax.Array,
                  projected_keys: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-        _check(query, keys, mask)
-        if projected_keys is None:
-            projected_keys = self.project_keys(keys)
+        projected_keys = _projected_keys(self, query, keys, mask, projected_keys)
         if projected_keys.shape[-1] != query.shape[-1]:
             raise ValueError(
                 f"Luong '{self.score}' attention needs the query width ({query.shape[-1]}) to "
