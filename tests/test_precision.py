@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.registry import saved_config_fields
+from zoo.models import saved_config_fields
 from zoo.tasks import get_task
 from zoo.train import step as step_lib
 from zoo.train.optimizer import create_optimizer
@@ -31,7 +31,7 @@ SIZES = {"gpt_tiny": SMALL, "bert_tiny": SMALL,
 
 def _train(name: str, **overrides) -> tuple[list[float], step_lib.TrainState]:
     model = zoo.create_model(name, **SIZES[name], **overrides)
-    task = get_task(zoo.registry.get_spec(name).task, model.config)
+    task = get_task(zoo.models.get_spec(name).task, model.config)
     schedule = create_schedule("constant", learning_rate=3e-3, warmup_steps=2,
                                total_steps=STEPS)
     init_args = task.example_inputs(model.config, 32)

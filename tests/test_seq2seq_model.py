@@ -11,7 +11,7 @@ import pytest
 import zoo
 from zoo.models.seq2seq import PRESETS, Seq2Seq, Seq2SeqConfig, Seq2SeqDecoder
 from zoo.nn.rnn_attention import BahdanauAttention, LuongAttention
-from zoo.registry import get_spec
+from zoo.models import get_spec
 from zoo.special_tokens import BOS_ID, EOS_ID, PAD_ID
 
 V = 12

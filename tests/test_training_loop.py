@@ -14,7 +14,7 @@ import pytest
 
 from experiments.config_check import load_config
 from experiments.configs import gpt_tiny
-from zoo.registry import get_spec
+from zoo.models import get_spec
 from zoo.train.checkpoint import Checkpointer
 from zoo.train.loop import NonFiniteError, train_and_evaluate
 

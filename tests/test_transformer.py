@@ -233,7 +233,7 @@ def test_tasks_take_their_settings_from_the_preset_and_ids_from_the_model_config
     assert task.label_smoothing == 0.1  # the transformer preset's default for its task
     assert zoo.tasks.get_task("seq2seq").label_smoothing == 0.0  # the task's own default
     assert zoo.tasks.task_for_model("transformer_tiny", label_smoothing=0.0).label_smoothing == 0
-    assert zoo.tasks.get_task("masked_lm", zoo.registry.get_config("bert_tiny")).mask_token_id == 256
+    assert zoo.tasks.get_task("masked_lm", zoo.get_config("bert_tiny")).mask_token_id == 256
     with pytest.raises(ValueError, match="unknown setting"):
         zoo.tasks.get_task("masked_lm", mask_token_id=5)  # read from the model, not a setting
 

@@ -8,13 +8,12 @@ Public API:
     zoo.create_train_state(model, tx, example_inputs, rng) -> a TrainState for the shared step
     zoo.load_trained(workdir, step=None) -> (registry spec, model, params, metadata)
 """
-# The registry imports zoo.models (and so jax) on first use, and the other names load on first
-# access, which keeps `import zoo.host_malloc` light enough to run before jax (see that module).
+# Every name loads on first access (the models bring jax), which keeps `import zoo.host_malloc`
+# light enough to run before jax (see that module).
 import importlib
 
-from zoo.registry import create_model, get_config, list_models
-
-_LAZY = {"task_for_model": "zoo.tasks", "create_train_state": "zoo.train.state",
+_LAZY = {"create_model": "zoo.models", "get_config": "zoo.models", "list_models": "zoo.models",
+         "task_for_model": "zoo.tasks", "create_train_state": "zoo.train.state",
          "load_trained": "zoo.train.workdir"}
 
 __all__ = ["create_model", "create_train_state", "get_config", "list_models", "load_trained",

@@ -1,13 +1,15 @@
 """Model registry: names -> (config dataclass, module class, preset values, task).
 
 `create_model(name, **overrides)` and `list_models(pattern)` work like timm's functions of the
-same names. Each model family registers its presets in its own file (see `zoo/models`).
+same names. Each model family registers its presets in its own file when it is imported;
+importing `zoo.models` imports them all, and the lookups below are used through it
+(`from zoo.models import get_spec`) or through `zoo.create_model`. This module imports no model:
+the layers point one way, models -> registry.
 """
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # flax (and so jax) loads with the model families, on first lookup
@@ -31,8 +33,9 @@ RENAMED_FIELDS = {"dtype": "compute_dtype"}
 
 
 def _registered() -> dict[str, ModelSpec]:
-    """The registry, after importing zoo.models (which registers every family's presets)."""
-    importlib.import_module("zoo.models")
+    if not _REGISTRY:
+        raise LookupError("no model is registered yet: import zoo.models (which registers every "
+                          "family) or use zoo.create_model.")
     return _REGISTRY
 
 
@@ -82,21 +85,23 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
 
 
 def upgrade_fields(config_cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """`values` with renamed fields (RENAMED_FIELDS) under their current names."""
+    """`values` written by an earlier release as this one reads them: renamed fields
+    (RENAMED_FIELDS) under their current names, `remat` booleans as the policy names that
+    replaced them."""
     fields = {f.name for f in dataclasses.fields(config_cls)}
-    return {RENAMED_FIELDS[k] if k in RENAMED_FIELDS and RENAMED_FIELDS[k] in fields else k: v
-            for k, v in values.items()}
+    values = {RENAMED_FIELDS[k] if k in RENAMED_FIELDS and RENAMED_FIELDS[k] in fields else k: v
+              for k, v in values.items()}
+    if isinstance(values.get("remat"), bool):
+        values["remat"] = "full" if values["remat"] else "none"
+    return values
 
 
 def saved_config_fields(name: str, saved: dict[str, Any]) -> dict[str, Any]:
     """A model config saved by an earlier release (a workdir's metadata) as this release writes
-    it: renamed fields under their new names, fields added since at their preset values, and
-    `remat` booleans as the policy names that replaced them."""
+    it (see `upgrade_fields`), fields added since at their preset values."""
     spec = get_spec(name)
     fields = {f.name for f in dataclasses.fields(spec.config_cls)}
     values = {k: v for k, v in upgrade_fields(spec.config_cls, saved).items() if k in fields}
-    if isinstance(values.get("remat"), bool):
-        values["remat"] = "full" if values["remat"] else "none"
     return dataclasses.asdict(spec.config_cls(**{**spec.preset, **values}))
 
 

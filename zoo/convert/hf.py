@@ -44,7 +44,7 @@ import numpy as np
 from zoo.convert import bert, gpt2
 from zoo.convert.keymap import Params, normalise_key
 from zoo.convert.reader import read_checkpoint_dir, to_numpy
-from zoo.registry import create_model, get_spec, list_models
+from zoo.models import create_model, get_spec, list_models
 
 __all__ = ["from_hf_state_dict", "load_hf_checkpoint"]
 

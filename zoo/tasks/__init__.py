@@ -2,7 +2,7 @@
 import dataclasses
 from typing import Any
 
-from zoo.registry import get_config, get_spec
+from zoo.models import get_config, get_spec
 from zoo.tasks.base import Task, mean_metrics, task_settings
 from zoo.tasks.bidirectional_lm import BidirectionalLM
 from zoo.tasks.causal_lm import CausalLM

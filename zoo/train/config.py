@@ -14,7 +14,8 @@ from typing import Any
 
 import ml_collections
 
-from zoo.registry import get_config, get_spec, model_config_fields, upgrade_fields
+from zoo.models import get_config, get_spec, model_config_fields
+from zoo.registry import upgrade_fields
 from zoo.tasks import get_task_settings
 
 TRAIN_DEFAULTS: dict[str, Any] = dict(
@@ -42,6 +43,10 @@ TRAIN_DEFAULTS: dict[str, Any] = dict(
     adam_b1=0.9,
     adam_b2=0.95,
     adam_eps=1e-8,
+    # A step whose loss or gradient norm is NaN / inf never updates the parameters. "stop": the
+    # run stops at the next log, eval or checkpoint naming that step; "skip": the update is
+    # skipped and counted (metric "nonfinite_steps") and training goes on.
+    nonfinite_policy="stop",
     # Parallelism: "auto" = pmap over all local devices when there are several, else jit.
     parallel="auto",
     # JAX's persistent compilation cache (zoo/jax_runtime.py); False: compile afresh this run.
@@ -125,6 +130,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"per_device_batch_size={config.per_device_batch_size} does not divide into "
             f"grad_accum_steps={config.grad_accum_steps} micro-batches; make it a multiple."
         )
+    if config.nonfinite_policy not in ("stop", "skip"):
+        raise ValueError(f"config.nonfinite_policy must be 'stop' or 'skip'; "
+                         f"got {config.nonfinite_policy!r}.")
     if config.parallel not in ("auto", "pmap", "jit"):
         raise ValueError(f"config.parallel must be 'auto', 'pmap' or 'jit'; got {config.parallel!r}.")
 

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from zoo.registry import ModelSpec, get_config, get_spec, saved_config_fields
+from zoo.models import ModelSpec, get_config, get_spec, saved_config_fields
 from zoo.tasks import Task, get_task
 from zoo.train.checkpoint import Checkpointer
 from zoo.train.config import model_overrides, task_overrides
