@@ -1,52 +1,81 @@
-"""Friendly errors for `--config.key=value` overrides, checked before absl parses them.
+"""Friendly errors for `--config path[:arg]` and `--config.key=value`, checked before absl
+parses them.
 
-ml_collections reports an unknown key as a bare `AttributeError: 'key'` with a traceback; this
-names the key, suggests the closest valid ones and lists them all.
+ml_collections reports a missing config file only when the config is first used, an error in
+`get_config(arg)` wrapped in a flag error holding a traceback, and an unknown key as a bare
+`AttributeError: 'key'`; `check_config_argv` raises a one-line ConfigError for each instead:
+naming the file and the config files there are, the argument and the ones the file takes, or
+the key, the closest valid ones and all of them.
 """
 from __future__ import annotations
 
 import difflib
+import glob
 import importlib.util
+import os
 import re
+
+from zoo.errors import ConfigError
+
+CONFIG_DIR = os.path.join("experiments", "configs")
 
 
 def _config_path(argv: list[str]) -> str | None:
     for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
+        if arg == "--":
+            break
+        if arg in ("--config", "-config") and i + 1 < len(argv):
             return argv[i + 1]
-        if arg.startswith("--config="):
+        if arg.startswith(("--config=", "-config=")):
             return arg.split("=", 1)[1]
     return None
 
 
+def _available_configs() -> str:
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+    names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(here, "*.py"))
+                   if not os.path.basename(p).startswith("_"))
+    return ", ".join(os.path.join(CONFIG_DIR, name) for name in names)
+
+
 def load_config(path: str, arg: str | None = None):
-    """`get_config(arg)` of the config file at `path` (a file, not an importable module)."""
+    """`get_config(arg)` of the config file at `path` (a file, not an importable module).
+
+    ConfigError when the file does not exist or its get_config refuses `arg`."""
+    if not os.path.isfile(path):
+        state = "is a directory" if os.path.isdir(path) else "does not exist"
+        raise ConfigError(f"config file {path!r} {state}; pass one of {_available_configs()} "
+                          "(optionally followed by :runlocal).")
     spec = importlib.util.spec_from_file_location("_zoo_config", path)
     if spec is None or spec.loader is None:
-        raise ValueError(f"cannot load config file {path!r}; pass a path like "
-                         "experiments/configs/gpt_tiny.py.")
+        raise ConfigError(f"cannot load config file {path!r}; pass a Python file like "
+                          f"{os.path.join(CONFIG_DIR, 'gpt_tiny.py')}.")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config(arg or None)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path!r} defines no get_config(arg) function.")
+    try:
+        return module.get_config(arg or None)
+    except ConfigError as e:
+        raise ConfigError(f"{path}:{arg}: {e}" if arg else f"{path}: {e}") from e
 
 
-def unknown_override_error(argv: list[str]) -> str | None:
-    """An error message if `argv` overrides a key the config file does not define, else None."""
+def check_config_argv(argv: list[str]) -> None:
+    """Raises ConfigError if `argv`'s --config file is missing, refuses its argument, or is
+    overridden (--config.key=value) at a key it does not define."""
     path = _config_path(argv)
     if path is None:
-        return None
+        return  # absl reports the missing --config
     path, _, arg = path.partition(":")
-    try:
-        config = load_config(path, arg)
-    except ValueError as e:
-        return str(e)
+    config = load_config(path, arg)
     valid = sorted(config.keys())
     for item in argv:
-        match = re.match(r"--config\.([A-Za-z_][\w]*)", item)
+        if item == "--":
+            break
+        match = re.match(r"--?config\.([A-Za-z_][\w]*)", item)
         if match and match.group(1) not in config:
             key = match.group(1)
             close = difflib.get_close_matches(key, valid, n=3)
             hint = f" Did you mean {', '.join('--config.' + c for c in close)}?" if close else ""
-            return (f"unknown config key {key!r} in {item!r}.{hint} Valid keys of {path}: "
-                    f"{', '.join(valid)}.")
-    return None
+            raise ConfigError(f"unknown config key {key!r} in {item!r}.{hint} Valid keys of "
+                              f"{path}: {', '.join(valid)}.")

@@ -13,29 +13,34 @@ import time
 
 from absl import app, flags
 
+from experiments import cli
+
 flags.DEFINE_string("workdir", None, "A seq2seq workdir written by experiments.train.")
 flags.DEFINE_string("split", "test", "Split of the training dataset to decode.")
-flags.DEFINE_integer("beam_size", 1, "1 = greedy decoding.")
-flags.DEFINE_float("length_penalty", 0.6, "GNMT length-penalty exponent for beam search.")
-flags.DEFINE_integer("batch_size", 250, "Sources decoded at once.")
-flags.DEFINE_integer("max_examples", 0, "Decode only the first N examples (0 = all).")
-flags.DEFINE_integer("num_show", 5, "Examples printed before the metrics.")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+flags.DEFINE_integer("beam_size", 1, "1 = greedy decoding.", lower_bound=1)
+flags.DEFINE_float("length_penalty", 0.6, "GNMT length-penalty exponent for beam search.",
+                   lower_bound=0.0)
+flags.DEFINE_integer("batch_size", 250, "Sources decoded at once.", lower_bound=1)
+flags.DEFINE_integer("max_examples", 0, "Decode only the first N examples (0 = all).",
+                     lower_bound=0)
+flags.DEFINE_integer("num_show", 5, "Examples printed before the metrics.", lower_bound=0)
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", lower_bound=0)
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
 
 def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}.")
+    workdir = cli.existing_workdir(FLAGS.workdir)
     from zoo import jax_runtime
 
     jax_runtime.enable_compilation_cache()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}.")
     from zoo.data.pipelines.seq2seq_batches import load_pairs
     from zoo.eval.translation_metrics import translation_metrics
     from zoo.eval.translator import load_translator
 
-    translator = load_translator(FLAGS.workdir, FLAGS.step)
+    translator = load_translator(workdir, FLAGS.step)
     config = translator.config
     sources, references = load_pairs(config["dataset"], FLAGS.split, config["data_dir"],
                                      source_key=config.get("source_key"),
@@ -55,4 +60,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

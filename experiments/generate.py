@@ -11,33 +11,41 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from experiments import cli
+
 flags.DEFINE_string("workdir", None, "A workdir written by experiments.train.")
 flags.DEFINE_string("prompt", "", "Text to continue.")
-flags.DEFINE_integer("max_new_tokens", 200, "Tokens to generate (capped by the model's max_len).")
-flags.DEFINE_float("temperature", 0.8, "Softmax temperature; 0 = greedy.")
-flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0 = all).")
-flags.DEFINE_float("top_p", 0.95, "Nucleus sampling mass (1 = off).")
-flags.DEFINE_integer("num_samples", 1, "Number of continuations.")
+flags.DEFINE_integer("max_new_tokens", 200, "Tokens to generate (capped by the model's max_len).",
+                     lower_bound=1)
+flags.DEFINE_float("temperature", 0.8, "Softmax temperature; 0 = greedy.", lower_bound=0.0)
+flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0 = all).", lower_bound=0)
+flags.DEFINE_float("top_p", 0.95, "Nucleus sampling mass in (0, 1] (1 = off).")
+flags.DEFINE_integer("num_samples", 1, "Number of continuations.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-flags.DEFINE_integer("beam_size", 1, "Encoder-decoder models: beam search when > 1.")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", lower_bound=0)
+flags.DEFINE_integer("beam_size", 1, "Encoder-decoder models: beam search when > 1.",
+                     lower_bound=1)
 flags.mark_flags_as_required(["workdir"])
+flags.register_validator("top_p", lambda p: 0 < p <= 1,
+                         message="must be in (0, 1] (1 turns nucleus sampling off).")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; the text to continue is --prompt.")
+    workdir = cli.existing_workdir(FLAGS.workdir)
     from zoo import jax_runtime
 
     jax_runtime.enable_compilation_cache()
-    del argv
     from zoo.data.pipelines.tokenizers import get_tokenizer
     from zoo.eval.translator import translator_from
     from zoo.decode.text import sample_texts
     from zoo.train.workdir import load_trained
 
-    spec, model, params, meta = load_trained(FLAGS.workdir, FLAGS.step)
+    spec, model, params, meta = load_trained(workdir, FLAGS.step)
     if spec.task == "seq2seq":
-        for text in translate_prompt(translator_from(FLAGS.workdir, spec, model, params, meta)):
+        for text in translate_prompt(translator_from(workdir, spec, model, params, meta)):
             print(f"{FLAGS.prompt} -> {text}")
         return
     if spec.decoder_cls is None:
@@ -81,4 +89,4 @@ def translate_prompt(translator) -> list[str]:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

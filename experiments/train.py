@@ -3,14 +3,21 @@
     python -m experiments.train --config experiments/configs/gpt_tiny.py --workdir /tmp/gpt_tiny \
         [--config.key=value ...]
 
-Rerunning on the same workdir resumes from its latest checkpoint.
+Rerunning on the same workdir resumes from its latest checkpoint. A bad flag, config or override
+is one line `error: ...` on stderr (exit 2; other expected failures exit 1); --debug shows the
+traceback instead.
 """
 from __future__ import annotations
 
+import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
+
+from experiments import cli
+from experiments.config_check import check_config_argv
+from zoo.errors import WorkdirError
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics (resumed if it has any).")
 config_flags.DEFINE_config_file("config", None, "Path to an experiments/configs/*.py file.",
@@ -25,8 +32,10 @@ def final_report(metrics: dict, baselines: dict) -> str:
         return "no evaluation ran"
     if "unigram_entropy" in baselines and "loss" in metrics:
         loss, entropy = metrics["loss"], baselines["unigram_entropy"]
+        gap = 100 * (1 - loss / entropy)
+        relation = f"{gap:.1f}% below" if gap >= 0 else f"{-gap:.1f}% above"
         return (f"final validation loss {loss:.4f} nats/token vs unigram entropy {entropy:.4f} "
-                f"({100 * (1 - loss / entropy):.1f}% below)")
+                f"({relation})")
     if "majority_accuracy" in baselines and "accuracy" in metrics:
         return (f"final held-out accuracy {metrics['accuracy']:.4f} vs majority-class baseline "
                 f"{baselines['majority_accuracy']:.4f}")
@@ -36,8 +45,9 @@ def final_report(metrics: dict, baselines: dict) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; overrides are --config.key=value.")
-    if not FLAGS["verbosity"].present:  # orbax logs every checkpoint write at INFO
-        logging.set_verbosity(logging.WARNING)
+    if os.path.exists(FLAGS.workdir) and not os.path.isdir(FLAGS.workdir):
+        raise WorkdirError(f"--workdir {FLAGS.workdir!r} is a file, not a directory; pass a new "
+                           "or existing directory.")
     from zoo.train.loop import train_and_evaluate
 
     summary = train_and_evaluate(FLAGS.config, FLAGS.workdir)
@@ -47,9 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from experiments.config_check import unknown_override_error
-
-    error = unknown_override_error(sys.argv)
-    if error:
-        sys.exit(f"error: {error}")
-    app.run(main)
+    cli.run(main, precheck=check_config_argv)

@@ -14,24 +14,28 @@ import os
 
 from absl import app, flags
 
-from zoo.eval.translator import load_translator, save_heatmap
+from experiments import cli
 
 flags.DEFINE_string("workdir", None, "A seq2seq workdir written by experiments.train.")
-flags.DEFINE_integer("beam_size", 1, "1 = greedy decoding.")
-flags.DEFINE_float("length_penalty", 0.6, "GNMT length-penalty exponent for beam search.")
+flags.DEFINE_integer("beam_size", 1, "1 = greedy decoding.", lower_bound=1)
+flags.DEFINE_float("length_penalty", 0.6, "GNMT length-penalty exponent for beam search.",
+                   lower_bound=0.0)
 flags.DEFINE_enum("unknown", "error", ["error", "unk"], "Characters the vocabulary lacks.")
 flags.DEFINE_string("attention_png", None, "Save the attention weights as a PNG heatmap.")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", lower_bound=0)
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
-    from zoo import jax_runtime
-
-    jax_runtime.enable_compilation_cache()
     texts = argv[1:]
     if not texts:
         raise app.UsageError("give the text(s) to translate as arguments.")
-    translator = load_translator(flags.FLAGS.workdir, flags.FLAGS.step)
+    workdir = cli.existing_workdir(flags.FLAGS.workdir)
+    from zoo import jax_runtime
+    from zoo.eval.translator import load_translator, save_heatmap
+
+    jax_runtime.enable_compilation_cache()
+    translator = load_translator(workdir, flags.FLAGS.step)
     try:
         outputs = translator(texts, beam_size=flags.FLAGS.beam_size,
                              length_penalty=flags.FLAGS.length_penalty,
@@ -54,5 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["workdir"])
-    app.run(main)
+    cli.run(main)

@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 from zoo.data.builders import labelled_builder, zoo_code_tags, zoo_docstrings
 from zoo.data.pipelines import PIPELINES, create_data, labelled_batches
 from zoo.data.pipelines.tokenizers import ByteTokenizer
+from zoo.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPLITS = ("train", "validation", "test")
@@ -165,9 +166,11 @@ def test_classification_batches(data_dir, examples):
     check_inputs(batch, 8, 48)
     assert batch["labels"].shape == (8,) and batch["labels"].dtype == np.int32
     assert ((batch["labels"] >= 0) & (batch["labels"] < zoo_docstrings.num_classes())).all()
-    # Eval: split order, one pass, no partial batch.
+    assert batch["weights"].shape == (8,) and (batch["weights"] == 1).all()
+    # Eval: split order, one pass, every example once (the last batch padded with weight 0).
     test = examples[zoo_docstrings.NAME]["test"]
-    assert len(data.eval) == len(test) // 8
+    assert len(data.eval) == -(-len(test) // 8)
+    assert sum(data.eval.get(i)["weights"].sum() for i in range(len(data.eval))) == len(test)
     first = data.eval.get(0)
     for row, ex in enumerate(test[:8]):
         ids = ByteTokenizer().encode(ex["text"])[:48]
@@ -195,7 +198,11 @@ def test_tagging_batches(data_dir, examples):
     assert (batch["targets"][~real] == 0).all()
     assert (batch["targets"] < zoo_code_tags.num_classes()).all()
     first, test = data.eval.get(0), examples[zoo_code_tags.NAME]["test"]
-    assert len(data.eval) == len(test) // 4
+    assert len(data.eval) == -(-len(test) // 4)
+    last = data.eval.get(len(data.eval) - 1)
+    real_rows = len(test) - 4 * (len(data.eval) - 1)
+    assert (last["weights"][real_rows:] == 0).all()
+    assert (last["weights"][:real_rows].sum(axis=1) > 0).all()
     for row, ex in enumerate(test[:4]):
         tags = labelled_batches.byte_tags(ex["text"], ex["tags"])[:48]
         np.testing.assert_array_equal(first["targets"][row, :len(tags)], tags)
@@ -226,7 +233,7 @@ def test_real_tfds_classification_dataset_by_name():
 
 
 def test_missing_tfds_dataset_names_the_fix(tmp_path):
-    with pytest.raises(ValueError, match=r"could not open TFDS dataset 'ag_news_subset'.*zoo_"):
+    with pytest.raises(ConfigError, match=r"TFDS dataset 'ag_news_subset' is not prepared .*zoo_"):
         labelled_batches.create_classification_data(
             config(str(tmp_path), dataset="ag_news_subset"), 8)
 

@@ -7,6 +7,7 @@ from zoo.data.pipelines.baselines import unigram_entropy
 from zoo.data.pipelines.batch_stream import BatchStream
 from zoo.data.pipelines.lm_batches import LMWindows, load_texts, token_stream
 from zoo.data.pipelines.tokenizers import ByteTokenizer, get_tokenizer
+from zoo.errors import ConfigError
 
 
 def windows(n_tokens=1000, seq_len=8):
@@ -62,7 +63,8 @@ def test_real_tfds_datasets_load_by_name(name, split):
 
 
 def test_missing_tfds_dataset_names_the_fix(tmp_path):
-    with pytest.raises(ValueError, match=r"could not open TFDS dataset 'tiny_shakespeare'.*zoo_text"):
+    with pytest.raises(ConfigError, match=r"TFDS dataset 'tiny_shakespeare' is not prepared in "
+                                          r"the data dir .*download_and_prepare.*zoo_text"):
         load_texts("tiny_shakespeare", "train", data_dir=str(tmp_path))
 
 

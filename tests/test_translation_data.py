@@ -13,6 +13,7 @@ from num2words import num2words
 from zoo.data.builders import seq2seq_datasets, zoo_num2words, zoo_synthetic_seq2seq
 from zoo.data.pipelines import PIPELINES, create_data, seq2seq_batches
 from zoo.data.pipelines.char_vocab import CharVocab
+from zoo.errors import ConfigError
 from zoo.special_tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 SPLITS = ("train", "validation", "test")
@@ -244,6 +245,6 @@ def test_real_tfds_translation_dataset_by_name():
 
 
 def test_missing_tfds_dataset_names_the_fix(tmp_path):
-    with pytest.raises(ValueError, match=r"(?s)could not open TFDS dataset 'wmt14_translate/de-en'"
-                                         r".*zoo_num2words/"):
+    with pytest.raises(ConfigError, match=r"TFDS dataset 'wmt14_translate/de-en' is not prepared"
+                                          r" .*zoo_num2words/"):
         seq2seq_batches.load_pairs("wmt14_translate/de-en", "train", str(tmp_path))

@@ -12,6 +12,8 @@ import dataclasses
 import fnmatch
 from typing import TYPE_CHECKING, Any
 
+from zoo.errors import ConfigError
+
 if TYPE_CHECKING:  # flax (and so jax) loads with the model families, on first lookup
     import flax.linen as nn
 
@@ -60,7 +62,7 @@ def get_spec(name: str) -> ModelSpec:
     if name not in _registered():
         close = [n for n in _REGISTRY if n.split("_")[0] == name.split("_")[0]]
         hint = f" Did you mean one of {close}?" if close else ""
-        raise ValueError(
+        raise ConfigError(
             f"unknown model {name!r}.{hint} Available models: {', '.join(list_models())}."
         )
     return _REGISTRY[name]
@@ -109,7 +111,7 @@ def _check_fields(name: str, config_cls: type, values: dict[str, Any]) -> None:
     fields = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(values) - fields)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"unknown config field(s) {unknown} for model {name!r} ({config_cls.__name__}); "
             f"valid fields: {', '.join(sorted(fields))}."
         )

@@ -1,5 +1,5 @@
 """Shared settings of the recurrent character-level LM configs (rnn_char, lstm_char, gru_char)."""
-from experiments.configs._runlocal import shrink
+from experiments.configs._runlocal import runlocal, shrink
 from zoo.train.config import base_config
 
 
@@ -22,6 +22,6 @@ def char_lm_config(model: str, arg: str | None, **overrides):
         checkpoint_every_steps=200,
     )
     config = base_config(model, **{**settings, **overrides})
-    if arg == "runlocal":
+    if runlocal(arg):
         shrink(config, hidden_size=32, emb_dim=16)
     return config

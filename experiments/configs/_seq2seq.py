@@ -3,7 +3,7 @@
 Numbers below 1,000,000 written in English -> French; validation during training, then
 `python -m experiments.evaluate --workdir DIR` decodes the held-out test numbers.
 """
-from experiments.configs._runlocal import shrink
+from experiments.configs._runlocal import runlocal, shrink
 from zoo.train.config import base_config
 
 
@@ -27,7 +27,7 @@ def seq2seq_config(model: str, arg: str | None, **overrides):
         num_samples=3,
     )
     config = base_config(model, **{**settings, **overrides})
-    if arg == "runlocal":
+    if runlocal(arg):
         shrink(config, dataset="zoo_synthetic_seq2seq/reverse", seq_len=24, hidden_size=32,
                emb_dim=16)
     return config

@@ -9,7 +9,7 @@ head is new. `--config.init_from=` (empty) trains from scratch, for comparison. 
 accuracy is printed next to the majority-class baseline. `get_config("runlocal")` shrinks
 everything and trains from scratch.
 """
-from experiments.configs._runlocal import shrink
+from experiments.configs._runlocal import runlocal, shrink
 from zoo.train.config import base_config
 
 
@@ -33,7 +33,7 @@ def get_config(arg: str | None = None):
         num_samples=0,
     )
     config.init_from = "workdirs/bert_mlm"
-    if arg == "runlocal":
+    if runlocal(arg):
         shrink(config, emb_dim=32, mlp_dim=64)
         config.init_from = None
     return config

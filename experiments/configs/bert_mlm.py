@@ -6,7 +6,7 @@
 loss is printed next to the corpus's unigram entropy. `experiments/configs/bert_classify.py`
 fine-tunes from this workdir. `get_config("runlocal")` shrinks everything.
 """
-from experiments.configs._runlocal import shrink
+from experiments.configs._runlocal import runlocal, shrink
 from zoo.train.config import base_config
 
 
@@ -26,6 +26,6 @@ def get_config(arg: str | None = None):
         checkpoint_every_steps=500,
         num_samples=0,
     )
-    if arg == "runlocal":
+    if runlocal(arg):
         shrink(config, emb_dim=32, mlp_dim=64)
     return config

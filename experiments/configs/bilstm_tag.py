@@ -6,7 +6,7 @@ Tags: OTHER, NAME, KEYWORD, OP, NUMBER, STRING, COMMENT. Test lines come from fi
 in training; per-character accuracy is printed next to the majority-tag baseline.
 `get_config("runlocal")` shrinks everything.
 """
-from experiments.configs._runlocal import shrink
+from experiments.configs._runlocal import runlocal, shrink
 from zoo.train.config import base_config
 
 
@@ -31,6 +31,6 @@ def get_config(arg: str | None = None):
         num_eval_batches=50,
         num_samples=0,
     )
-    if arg == "runlocal":
+    if runlocal(arg):
         shrink(config, hidden_size=16, emb_dim=8)
     return config

@@ -6,6 +6,7 @@ Sized for one GPU (bf16 compute; attention picks cuDNN flash attention there by 
 
 `get_config("runlocal")` keeps the architecture but shrinks widths and depth for a CPU smoke test.
 """
+from experiments.configs._runlocal import runlocal
 from zoo.train.config import base_config
 
 
@@ -24,7 +25,7 @@ def get_config(arg: str | None = None):
         eval_every_steps=500,
         checkpoint_every_steps=500,
     )
-    if arg == "runlocal":
+    if runlocal(arg):
         config.unlock()
         config.update(num_train_steps=4, per_device_batch_size=2, seq_len=32, warmup_steps=2,
                       emb_dim=64, num_heads=4, num_layers=2, mlp_dim=128, vocab_size=512,

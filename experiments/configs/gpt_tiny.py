@@ -4,7 +4,7 @@
 
 `get_config("runlocal")` shrinks everything for a smoke test.
 """
-from experiments.configs._runlocal import shrink
+from experiments.configs._runlocal import runlocal, shrink
 from zoo.train.config import base_config
 
 
@@ -21,6 +21,6 @@ def get_config(arg: str | None = None):
         eval_every_steps=150,
         checkpoint_every_steps=150,
     )
-    if arg == "runlocal":
+    if runlocal(arg):
         shrink(config)
     return config

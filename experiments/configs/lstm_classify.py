@@ -6,7 +6,7 @@ Bytes in, a bidirectional LSTM, the final states of both directions pooled. Accu
 held-out test split is printed next to the majority-class baseline. `--config.model=
 gru_classifier` trains the GRU version. `get_config("runlocal")` shrinks everything.
 """
-from experiments.configs._runlocal import shrink
+from experiments.configs._runlocal import runlocal, shrink
 from zoo.train.config import base_config
 
 
@@ -32,6 +32,6 @@ def get_config(arg: str | None = None):
         num_eval_batches=100,
         num_samples=0,
     )
-    if arg == "runlocal":
+    if runlocal(arg):
         shrink(config, hidden_size=16, emb_dim=8)
     return config

@@ -8,7 +8,7 @@ The paper's recipe at a small size: post-LN encoder-decoder, shared embeddings, 
 0.1, Adam(0.9, 0.98, 1e-9) on the Noam schedule (`learning_rate` is its multiplier). Test
 numbers never appear in training. `get_config("runlocal")` runs a few steps on a synthetic task.
 """
-from experiments.configs._runlocal import shrink
+from experiments.configs._runlocal import runlocal, shrink
 from zoo.train.config import base_config
 
 
@@ -33,7 +33,7 @@ def get_config(arg: str | None = None):
         num_eval_batches=8,
         num_samples=3,
     )
-    if arg == "runlocal":
+    if runlocal(arg):
         shrink(config, dataset="zoo_synthetic_seq2seq/reverse", seq_len=24, emb_dim=32,
                mlp_dim=64, num_heads=2)
     return config

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.models.config_checks import check_choices, check_ranges
 from zoo.models.inputs import check_tokens
 from zoo.models.stack_settings import StackSettings
 from zoo.nn.attention import check_implementation, padding_mask
@@ -31,6 +32,7 @@ from zoo.nn.transformer import ACTIVATIONS, EncoderBlock, Positions, run_layers
 from zoo.nn.vocab_head import pad_multiple, tied_head
 
 HEADS = ("mlm", "classification", "tagging")
+POOLINGS = ("cls", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +53,13 @@ class BertConfig(StackSettings):
     pad_token_id: int = 0  # padding when no lengths are given
     mask_token_id: int = 103  # [MASK] of the uncased WordPiece vocabulary (masked_lm reads it)
     vocab_pad_multiple: int | None = None  # MLM output columns padded to it; None: 128 off CPU
+
+    def __post_init__(self):
+        check_ranges(self)
+
+    def validate(self) -> None:
+        """ConfigError unless every string field holds an allowed value (ranges: on creation)."""
+        check_choices(self, head=HEADS, pooling=POOLINGS)
 
 
 _BYTE_TINY = dict(vocab_size=264, emb_dim=128, num_heads=2, num_layers=2, mlp_dim=512,

@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.errors import ConfigError
+from zoo.models.config_checks import check_choices, check_ranges
 from zoo.models.inputs import check_tokens
 from zoo.nn.cells import accumulating_dot_general
 from zoo.nn.precision import dtype_of
@@ -36,6 +38,16 @@ class ELMoConfig:
     unroll: int = 1
     compute_dtype: str = "float32"  # mixed precision (zoo.nn.precision)
     param_dtype: str = "float32"
+
+    def __post_init__(self):
+        check_ranges(self)
+        if self.emb_dim != self.hidden_size:
+            raise ConfigError(f"elmo_bilm needs emb_dim == hidden_size (layer 0 is [x; x]); got "
+                              f"emb_dim={self.emb_dim} and hidden_size={self.hidden_size}.")
+
+    def validate(self) -> None:
+        """ConfigError unless every string field holds an allowed value (ranges: on creation)."""
+        check_choices(self)
 
 
 class ELMoBiLM(nn.Module):

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.models.config_checks import check_choices, check_ranges
 from zoo.models.inputs import check_tokens
 from zoo.models.stack_settings import StackSettings
 from zoo.nn.precision import dtype_of
@@ -35,6 +36,13 @@ class GPTConfig(StackSettings):
     max_len: int = 256
     dropout_rate: float = 0.1
     vocab_pad_multiple: int | None = None  # output columns padded to it; None: 128 off CPU
+
+    def __post_init__(self):
+        check_ranges(self)
+
+    def validate(self) -> None:
+        """ConfigError unless every string field holds an allowed value (ranges: on creation)."""
+        check_choices(self)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

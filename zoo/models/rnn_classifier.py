@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.errors import InputError
+from zoo.models.config_checks import check_choices, check_ranges
 from zoo.models.inputs import check_tokens
 from zoo.nn.cells import accumulating_dot_general, accumulation_dtype, cast
 from zoo.nn.precision import dtype_of
@@ -37,6 +39,13 @@ class RNNClassifierConfig:
     compute_dtype: str = "float32"  # mixed precision (zoo.nn.precision)
     param_dtype: str = "float32"
     rnn_implementation: str = "scan"  # "scan" | "cudnn" (LSTM, float32, NVIDIA GPU)
+
+    def __post_init__(self):
+        check_ranges(self)
+
+    def validate(self) -> None:
+        """ConfigError unless every string field holds an allowed value (ranges: on creation)."""
+        check_choices(self, pooling=POOLINGS)
 
 
 POOLINGS = ("last", "mean", "max")
@@ -73,11 +82,16 @@ def pool(outputs: jax.Array, final_h: jax.Array, lengths: jax.Array | None, how:
         return jnp.concatenate(list(final_h[-num_directions:]), axis=-1)
     if lengths is None:
         lengths = jnp.full(outputs.shape[:1], outputs.shape[1], jnp.int32)
+    if lengths.ndim != 1:
+        raise InputError(f"pooling={how!r} needs lengths (B,) (valid tokens per row); got shape "
+                         f"{lengths.shape}. A (B, T) mask works with pooling='last' only.")
     valid = (jnp.arange(outputs.shape[1])[None, :] < lengths[:, None])[..., None]  # (B, T, 1)
     if how == "mean":
         total = jnp.sum(jnp.where(valid, outputs, 0.0), axis=1)
         return total / jnp.maximum(lengths, 1)[:, None].astype(outputs.dtype)
-    return jnp.max(jnp.where(valid, outputs, -jnp.inf), axis=1)
+    # A row without valid positions (length 0, or T = 0) pools to zeros, as with "mean".
+    pooled = jnp.max(jnp.where(valid, outputs, -jnp.inf), axis=1, initial=-jnp.inf)
+    return jnp.where(jnp.any(valid, axis=1), pooled, 0.0)
 
 
 class RNNClassifier(nn.Module):
@@ -112,6 +126,13 @@ class RNNTaggerConfig:
     compute_dtype: str = "float32"  # mixed precision (zoo.nn.precision)
     param_dtype: str = "float32"
     rnn_implementation: str = "scan"  # "scan" | "cudnn" (LSTM, float32, NVIDIA GPU)
+
+    def __post_init__(self):
+        check_ranges(self)
+
+    def validate(self) -> None:
+        """ConfigError unless every string field holds an allowed value (ranges: on creation)."""
+        check_choices(self)
 
 
 class RNNTagger(nn.Module):

@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.errors import ConfigError
+from zoo.models.config_checks import check_choices, check_ranges
 from zoo.models.inputs import check_tokens
 from zoo.nn.cells import Carry
 from zoo.nn.precision import dtype_of
@@ -41,6 +43,17 @@ class RNNLMConfig:
     compute_dtype: str = "float32"  # mixed precision (zoo.nn.precision): "bfloat16" on GPU/TPU
     param_dtype: str = "float32"
     rnn_implementation: str = "scan"  # "scan" | "cudnn" (LSTM, float32, NVIDIA GPU)
+
+    def __post_init__(self):
+        check_ranges(self)
+        if self.tie_embeddings and self.emb_dim != self.hidden_size:
+            raise ConfigError(f"tie_embeddings needs emb_dim == hidden_size; got emb_dim="
+                              f"{self.emb_dim} and hidden_size={self.hidden_size}. Set them equal "
+                              "or tie_embeddings=False.")
+
+    def validate(self) -> None:
+        """ConfigError unless every string field holds an allowed value (ranges: on creation)."""
+        check_choices(self)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

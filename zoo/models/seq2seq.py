@@ -38,6 +38,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.errors import ConfigError
+from zoo.models.config_checks import check_choices, check_ranges
 from zoo.models.inputs import check_tokens
 from zoo.nn.cells import cell_params, get_cell_type, project_inputs
 from zoo.nn.precision import dtype_of
@@ -64,6 +66,15 @@ class Seq2SeqConfig:
     compute_dtype: str = "float32"  # of the attention and output layers (zoo.nn.precision)
     unroll: int = 1  # time steps per scan iteration (encoder and decoder loops)
 
+    def __post_init__(self):
+        check_ranges(self)
+
+    def validate(self) -> None:
+        """ConfigError unless every string field holds an allowed value and the attention
+        settings fit together (ranges: on creation; the model checks the rest on setup)."""
+        check_choices(self, attention=ATTENTIONS)
+        _check_config(self)
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Sized for character-level number-to-words on a 2-core CPU (~10 minutes of training).
@@ -78,20 +89,20 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def _check_config(cfg: Seq2SeqConfig) -> None:
     if cfg.attention not in ATTENTIONS:
-        raise ValueError(f"unknown attention {cfg.attention!r}; choose one of {ATTENTIONS}.")
+        raise ConfigError(f"unknown attention {cfg.attention!r}; choose one of {ATTENTIONS}.")
     get_cell_type(cfg.cell)
     if cfg.input_feeding and not cfg.attention.startswith("luong"):
-        raise ValueError(
+        raise ConfigError(
             f"input_feeding applies to Luong attention only (attention={cfg.attention!r}); "
             f"Bahdanau attention already feeds its context to the decoder cell."
         )
     if cfg.attention == "luong_dot" and cfg.bidirectional_encoder:
-        raise ValueError(
+        raise ConfigError(
             "luong_dot scores need encoder outputs as wide as the decoder state, but a "
             "bidirectional encoder doubles them; use luong_general or bahdanau instead."
         )
     if cfg.tie_embeddings and _feature_size(cfg) != cfg.emb_dim:
-        raise ValueError(
+        raise ConfigError(
             f"tie_embeddings needs the decoder's output features ({_feature_size(cfg)} wide for "
             f"attention={cfg.attention!r}) to equal emb_dim={cfg.emb_dim}; set them equal or "
             f"tie_embeddings=False."

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.models.config_checks import check_choices, check_ranges
 from zoo.models.inputs import check_tokens
 from zoo.models.stack_settings import StackSettings
 from zoo.nn.attention import check_implementation, padding_mask
@@ -44,6 +45,13 @@ class TransformerConfig(StackSettings):
     positions: str = "sinusoidal"  # or "learned"
     activation: str = "relu"
     share_embeddings: bool = True  # source, target and output embeddings are one matrix
+
+    def __post_init__(self):
+        check_ranges(self)
+
+    def validate(self) -> None:
+        """ConfigError unless every string field holds an allowed value (ranges: on creation)."""
+        check_choices(self)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -153,6 +153,8 @@ def blocked_causal_attention(
         if mask is not None:
             visible = visible & mask[:, :, lo:hi, :hi]
         outs.append(_attend(qh[:, :, lo:hi], kh[:, :, :hi], vh[:, :, :hi], visible))
+    if not outs:  # T = 0: no block, an empty output
+        return jnp.zeros(q.shape[:3] + v.shape[3:], v.dtype)
     return _head_major(jnp.concatenate(outs, axis=2))
 
 

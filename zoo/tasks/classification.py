@@ -55,11 +55,13 @@ class Classification(TaskBase):
     def loss(self, apply_fn: ApplyFn, params: Any, batch: Batch, rng: jax.Array,
              train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         logits = _call(apply_fn, params, batch, rng, train)  # (B, C)
-        loss_sum = jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]))
-        correct = jnp.sum(argmax_equals(logits, batch["labels"]))
-        count = jnp.asarray(batch["labels"].shape[0], jnp.float32)
+        # (B,) example weights: 0 for the rows that pad an eval split's last batch.
+        weights = batch.get("weights", jnp.ones(batch["labels"].shape, jnp.float32))
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
+        loss_sum = jnp.sum(losses * weights)
+        correct = jnp.sum(argmax_equals(logits, batch["labels"]) * weights)
         return loss_sum, {"loss": loss_sum, "accuracy": correct.astype(jnp.float32),
-                          "weight": count}
+                          "weight": jnp.sum(weights).astype(jnp.float32)}
 
     def example_inputs(self, model_config: Any, seq_len: int) -> tuple[jax.Array, ...]:
         return jnp.zeros((1, seq_len), jnp.int32), jnp.ones((1,), jnp.int32)

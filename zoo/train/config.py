@@ -5,25 +5,34 @@ task's settings.
 field below, every field of the model's config dataclass (preset values) and every run setting
 of the model's task (`zoo.tasks.base.setting` fields: label smoothing, masking rate, ...), so any
 of them can be overridden from the command line (`--config.dropout_rate=0.0`). The three
-sections share no name (`run_sections` checks it).
+sections share no name (`run_sections` checks it). `validate(config)`, run before training
+starts, refuses an unknown key or an out-of-range value of any section with a ConfigError that
+names the field, the value and the allowed range.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import math
+import numbers
+from typing import Any, Callable
 
 import ml_collections
 
-from zoo.models import get_config, get_spec, model_config_fields
+from zoo.errors import ConfigError
+from zoo.models import get_config, get_spec, list_models, model_config_fields
 from zoo.registry import upgrade_fields
 from zoo.tasks import get_task_settings
+from zoo.train.schedules import SCHEDULES
 
 TRAIN_DEFAULTS: dict[str, Any] = dict(
     model="gpt_tiny",  # a name from zoo.list_models()
     seed=0,
     # Data.
-    dataset="zoo_text",  # the embedded corpus, or a TFDS dataset name prepared in data_dir
-    data_dir=None,  # None: $ZOO_DATA_DIR or ~/.cache/zoo/tensorflow_datasets
+    # The embedded corpus, or any TFDS dataset name ("lm1b", "ted_hrlr_translate/pt_to_en")
+    # prepared as array_record in data_dir; runs never download.
+    dataset="zoo_text",
+    # None: $ZOO_DATA_DIR, else ~/.cache/zoo/tensorflow_datasets (embedded and TFDS datasets)
+    data_dir=None,
     tokenizer="byte",
     eval_split="validation",
     seq_len=256,
@@ -82,8 +91,8 @@ def run_sections(model: str) -> dict[str, dict[str, Any]]:
     seen: dict[str, str] = {}
     for name, section in names:
         if name in seen:
-            raise ValueError(f"config field {name!r} is defined by both the {seen[name]} and the "
-                             f"{section} section of model {model!r}; rename one of them.")
+            raise ConfigError(f"config field {name!r} is defined by both the {seen[name]} and "
+                              f"the {section} section of model {model!r}; rename one of them.")
         seen[name] = section
     return sections
 
@@ -105,36 +114,94 @@ def base_config(model: str, **overrides: Any) -> ml_collections.ConfigDict:
                                                         field_type=field_type)
     unknown = sorted(set(overrides) - set(config.keys()))
     if unknown:
-        raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(config))}.")
-    config.update(overrides)
+        raise ConfigError(f"unknown config key(s) {unknown}; valid keys: "
+                          f"{', '.join(sorted(config))}.")
+    for key, value in overrides.items():
+        try:
+            config[key] = value
+        except (TypeError, ValueError):  # ml_collections keeps each field's type (ints may
+            # become floats); a dict it cannot turn into a ConfigDict is a ValueError
+            default = next(fields[key] for fields in sections.values() if key in fields)
+            raise ConfigError(f"config.{key} must be of type {config.get_type(key).__name__} (default "
+                              f"{default!r}); got {value!r} of type {type(value).__name__}."
+                              ) from None
     config.lock()
     return config
 
 
+# The ranges `validate` holds the run config's numeric fields to (the task settings among them
+# only for the models whose task has them).
+_POSITIVE_INTS = ("num_train_steps", "per_device_batch_size", "grad_accum_steps", "seq_len",
+                  "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
+                  "keep_checkpoints", "loss_chunk_size")
+_NON_NEGATIVE_INTS = ("warmup_steps", "num_eval_batches", "num_samples", "sample_length",
+                      "sample_top_k")
+# field -> (test, the allowed range as the error states it); the value must also be finite.
+_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "learning_rate": (lambda v: v > 0, "> 0"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "grad_clip_norm": (lambda v: v >= 0, ">= 0 (0 disables clipping)"),
+    "adam_b1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "adam_b2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "adam_eps": (lambda v: v > 0, "> 0"),
+    "sample_temperature": (lambda v: v >= 0, ">= 0 (0 samples greedily)"),
+    "sample_top_p": (lambda v: 0 < v <= 1, "in (0, 1] (1 disables nucleus sampling)"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "mask_rate": (lambda v: 0 <= v < 1, "in [0, 1)"),
+}
+_CHOICES = {"nonfinite_policy": ("stop", "skip"), "parallel": ("auto", "pmap", "jit")}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError naming any key that is not a field of one of the run's sections."""
+    """Raises ConfigError naming the first field of the run config that is unknown or out of
+    range (the message gives the allowed range), and checks the model config it builds (the
+    model's ranges and allowed values, `zoo.models.config_checks`)."""
+    if config.model not in list_models():
+        raise ConfigError(f"unknown model {config.model!r}; available models: "
+                          f"{', '.join(list_models())}.")
     known = set().union(*(fields for fields in run_sections(config.model).values()))
     unknown = sorted(set(config.keys()) - known)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"unknown config key(s) {unknown} for model {config.model!r}; valid keys: "
             f"{', '.join(sorted(known))}."
         )
-    positive = ("num_train_steps", "per_device_batch_size", "grad_accum_steps", "seq_len",
-                "log_every_steps", "eval_every_steps", "checkpoint_every_steps", "keep_checkpoints")
-    for key in positive:
-        if config[key] <= 0:
-            raise ValueError(f"config.{key} must be > 0; got {config[key]}.")
+    for key in _POSITIVE_INTS:
+        if key in config and not (_is_int(config[key]) and config[key] > 0):
+            raise ConfigError(f"config.{key} must be an integer > 0; got {config[key]!r}.")
+    for key in _NON_NEGATIVE_INTS:
+        if key in config and not (_is_int(config[key]) and config[key] >= 0):
+            raise ConfigError(f"config.{key} must be an integer >= 0; got {config[key]!r}.")
+    for key, (test, allowed) in _RANGES.items():
+        if key in config and not (_is_real(config[key]) and test(config[key])):
+            raise ConfigError(f"config.{key} must be {allowed}; got {config[key]!r}.")
     if config.per_device_batch_size % config.grad_accum_steps:
-        raise ValueError(
+        raise ConfigError(
             f"per_device_batch_size={config.per_device_batch_size} does not divide into "
             f"grad_accum_steps={config.grad_accum_steps} micro-batches; make it a multiple."
         )
-    if config.nonfinite_policy not in ("stop", "skip"):
-        raise ValueError(f"config.nonfinite_policy must be 'stop' or 'skip'; "
-                         f"got {config.nonfinite_policy!r}.")
-    if config.parallel not in ("auto", "pmap", "jit"):
-        raise ValueError(f"config.parallel must be 'auto', 'pmap' or 'jit'; got {config.parallel!r}.")
+    schedule = config.schedule.strip().lower() if isinstance(config.schedule, str) else None
+    if schedule not in SCHEDULES + ("noam",):
+        raise ConfigError(f"config.schedule must be one of {', '.join(map(repr, SCHEDULES))} "
+                          f"(or 'noam', an alias of 'rsqrt'); got {config.schedule!r}.")
+    decaying = ("cosine", "linear", "wsd")  # create_schedule refuses a warm-up longer than these
+    if schedule in decaying and config.warmup_steps > config.num_train_steps:
+        raise ConfigError(f"config.warmup_steps={config.warmup_steps} exceeds num_train_steps="
+                          f"{config.num_train_steps} for the decaying schedule {schedule!r}; "
+                          "lower warmup_steps or raise num_train_steps.")
+    for key, allowed in _CHOICES.items():
+        if config[key] not in allowed:
+            raise ConfigError(f"config.{key} must be one of {', '.join(map(repr, allowed))}; "
+                              f"got {config[key]!r}.")
+    get_config(config.model, **model_overrides(config)).validate()  # ranges, then choices
 
 
 def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:

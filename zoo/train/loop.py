@@ -4,11 +4,18 @@
 
 A workdir that holds a checkpoint is resumed from it (params, optimizer state, step, rng and
 data position), so a killed run restarted on the same workdir ends bit-identical (on CPU) to an
-uninterrupted one. SIGTERM / SIGINT save a checkpoint and stop cleanly. A non-finite loss or
-non-finite parameters stop the run before they can be checkpointed.
+uninterrupted one. SIGTERM / SIGINT save a checkpoint and stop cleanly. One run at a time holds
+the workdir (`WorkdirLock`).
+
+Nothing non-finite is checkpointed: the step never applies a NaN / inf update (see
+zoo.train.step) and `config.nonfinite_policy` stops the run at the next sync ("stop") or counts
+the skipped steps ("skip"); eval metrics must be finite; a checkpoint that no eval has covered
+since a skipped step is evaluated first, and any other checkpoint is checked on one eval batch.
+Restores verify each checkpoint and fall back past damaged ones (zoo.train.checkpoint).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -25,7 +32,9 @@ from tqdm import tqdm
 from zoo import jax_runtime
 from zoo.data.pipelines import create_data
 from zoo.data.pipelines.sharding import shard_batch
+from zoo.errors import NonFiniteError
 from zoo.tasks.base import SampleSettings
+from zoo.train import checkpoint as checkpoint_lib
 from zoo.train import step as step_lib
 from zoo.train.checkpoint import Checkpointer
 from zoo.train.config import validate
@@ -34,12 +43,9 @@ from zoo.train.optimizer import create_optimizer, learning_rate_schedule
 from zoo.train.warm_start import warm_start
 from zoo.train.workdir import (VOCAB_FILE, build_model, check_same_model, create_state,
                                load_trained, run_meta)
+from zoo.train.workdir_lock import WorkdirLock
 
 log = logging.getLogger("zoo.train")
-
-
-class NonFiniteError(FloatingPointError):
-    pass
 
 
 class _StopSignals:
@@ -65,11 +71,6 @@ class _StopSignals:
             signal.signal(sig, handler)
 
 
-@jax.jit
-def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
 def _unreplicate(tree):
     """First device's copy of a pmap-replicated tree, without gathering the others."""
     # A shard of a pmap output is (1, ...) since pmap runs on shard_map (JAX >= 0.8).
@@ -87,17 +88,20 @@ def _warm_start(state, init_from: str):
 
 
 def restore_or_init(ckpt: Checkpointer, state, dropout_rng: jax.Array, meta: dict[str, Any]):
-    """(state, dropout rng, data position) from the latest checkpoint, or the fresh ones."""
-    latest = ckpt.latest_step()
-    if latest is None:
-        return state, dropout_rng, 0
-    check_same_model(ckpt.restore_meta(latest), meta, ckpt.directory)
+    """(state, dropout rng, data position) from the newest intact checkpoint, or the fresh
+    ones."""
     target = {"step": state.step, "params": state.params, "opt_state": state.opt_state,
               "rng": jax.random.key_data(dropout_rng)}
-    restored, saved_meta = ckpt.restore(latest, target)
+    found = ckpt.restore_latest_intact(
+        target, check_meta=lambda saved: check_same_model(saved, meta, ckpt.directory))
+    if found is None:
+        return state, dropout_rng, 0
+    step, restored, saved_meta = found
     state = state.replace(step=restored["step"], params=restored["params"],
-                          opt_state=restored["opt_state"])
-    log.info("resumed from step %d in %s", latest, ckpt.directory)
+                          opt_state=restored["opt_state"],
+                          nonfinite_steps=jnp.asarray(saved_meta.get("nonfinite_steps", 0),
+                                                      jnp.int32))
+    log.info("resumed from step %d in %s", step, ckpt.directory)
     return state, jax.random.wrap_key_data(restored["rng"]), int(saved_meta["data_position"])
 
 
@@ -125,6 +129,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     to continue. The summary holds the final step, eval metrics, params and samples.
     """
     validate(config)
+    lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:
+        return _train_and_evaluate(config, workdir, stop_after_step)
+
+
+def _nonfinite_message(what: str, step: int, ckpt: Checkpointer) -> str:
+    latest = ckpt.latest_step()
+    kept = (f"the last good checkpoint is step {latest}" if latest is not None
+            else "there is no checkpoint yet")
+    return (f"{what} at step {step}; stopping without checkpointing ({kept}). Lower "
+            "learning_rate, raise warmup_steps or set grad_clip_norm (nonfinite_policy=skip skips "
+            "such training steps instead).")
+
+
+def _train_and_evaluate(config, workdir, stop_after_step):
     if config.compilation_cache:
         jax_runtime.enable_compilation_cache()
     else:
@@ -154,6 +173,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         data.built_vocab.save(os.path.join(workdir, VOCAB_FILE))
     state, dropout_rng, position = restore_or_init(ckpt, state, dropout_rng, meta)
     start_step = int(state.step)
+    nonfinite_at_start = nonfinite_checked = int(state.nonfinite_steps)
 
     if use_pmap:
         state = jax_utils.replicate(state)
@@ -166,20 +186,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         eval_fn = step_lib.jit_eval_step(task)
     host_state = _unreplicate if use_pmap else (lambda s: s)
 
-    def save(step: int, data_position: int) -> None:
+    def check_nonfinite(step: int) -> int:
+        """The run's non-finite step count; NonFiniteError under the "stop" policy."""
         s = host_state(state)
-        if not bool(_all_finite(s.params)):
-            raise NonFiniteError(
-                f"parameters are not finite at step {step}; not checkpointing. The last good "
-                f"checkpoint is step {ckpt.latest_step()}; lower learning_rate or clip gradients.")
+        count, first = jax.device_get((s.nonfinite_steps, s.first_nonfinite_step))
+        if count > nonfinite_at_start and config.nonfinite_policy == "stop":
+            raise NonFiniteError(_nonfinite_message(
+                "the loss or gradient norm was NaN / inf (the update was not applied)",
+                int(first), ckpt))
+        return int(count)
+
+    def save(step: int, data_position: int, evaluated: bool) -> None:
+        nonlocal nonfinite_checked
+        count = check_nonfinite(step)
+        s = host_state(state)
+        bad = checkpoint_lib.non_finite_leaves(s.params)
+        if bad:
+            raise NonFiniteError(_nonfinite_message(f"parameters {', '.join(bad[:3])} NaN / inf", step,
+                                                    ckpt))
+        if not evaluated:  # no eval covers these parameters yet: a full one after a skipped
+            run_eval(step, num_batches=None if count > nonfinite_checked else 1)  # step
+        nonfinite_checked = count
         ckpt.save(step, {"step": s.step, "params": s.params, "opt_state": s.opt_state,
                          "rng": jax.random.key_data(dropout_rng)},
-                  {**meta, "data_position": data_position})
+                  {**meta, "data_position": data_position, "nonfinite_steps": count})
 
-    def run_eval(step: int) -> dict[str, float]:
-        metrics = evaluate(eval_fn, state, eval_data, task, config.num_eval_batches,
+    def run_eval(step: int, num_batches: int | None = None) -> dict[str, float]:
+        metrics = evaluate(eval_fn, state, eval_data, task, num_batches or config.num_eval_batches,
                            num_devices, model_config)
-        writer.write(step, metrics, split="eval")
+        bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
+        if bad:
+            raise NonFiniteError(_nonfinite_message(f"eval metric(s) {', '.join(bad)} NaN / inf", step,
+                                                    ckpt))
+        if num_batches is None:
+            writer.write(step, metrics, split="eval")
         return metrics
 
     writer = MetricWriter(workdir, enabled=is_chief)
@@ -210,28 +250,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
             if step % config.log_every_steps == 0 or step == config.num_train_steps:
                 metrics = jax.device_get(_unreplicate(metrics) if use_pmap else metrics)
-                if not np.isfinite(metrics["loss"]):
-                    raise NonFiniteError(
-                        f"loss is {metrics['loss']} at step {step}; stopping without "
-                        f"checkpointing. The last good checkpoint is step {ckpt.latest_step()}; "
-                        "lower learning_rate, raise warmup_steps or set grad_clip_norm.")
+                check_nonfinite(step)
                 now = time.perf_counter()
                 metrics["tokens_per_sec"] = tokens_per_step * (step - last_step) / (now - last_time)
                 last_time, last_step = now, step
                 writer.write(step, metrics, split="train")
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['learning_rate']:.2e}",
                                 tok_s=f"{metrics['tokens_per_sec']:.0f}")
-            if step % config.eval_every_steps == 0 or step == config.num_train_steps:
+            evaluated = step % config.eval_every_steps == 0 or step == config.num_train_steps
+            if evaluated:
+                check_nonfinite(step)
                 eval_metrics = run_eval(step)
                 bar.write(f"step {step}: eval " + ", ".join(
                     f"{k}={v:.4f}" for k, v in eval_metrics.items()))
             if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
-                save(step, position)
+                save(step, position, evaluated)
             if signals.received is not None or step == stop_after_step:
                 interrupted = (signal.Signals(signals.received).name if signals.received
                                else f"stop_after_step={step}")
                 if ckpt.latest_step() != step:
-                    save(step, position)
+                    save(step, position, evaluated)
                 bar.write(f"{interrupted} received: saved a checkpoint at step {step}; "
                           "rerun the same command to resume.")
                 break

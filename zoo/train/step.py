@@ -7,6 +7,11 @@ and metrics averaged with `lax.pmean`), `jit_train_step` on one device; both don
 Exact averaging: the task returns summed losses/metrics with a "weight" (token or example
 count). Gradients of the summed loss are accumulated over micro-batches and devices, then divided
 by the total weight, so 4 devices x B/4 give the same update as 1 device x B.
+
+Non-finite guard: a step whose loss or gradient norm is NaN / inf keeps the old parameters and
+optimizer state (the step counter still advances, so the data and dropout streams move on) and
+is counted in `state.nonfinite_steps`, with the first such step in `state.first_nonfinite_step`;
+the loop reads them when it syncs anyway (log, eval, checkpoint) and applies its policy.
 """
 from __future__ import annotations
 
@@ -24,12 +29,18 @@ AXIS = "batch"  # the pmap axis name
 
 
 class TrainState(train_state.TrainState):
-    """flax's TrainState (step, params, opt_state, apply_fn, tx)."""
+    """flax's TrainState (step, params, opt_state, apply_fn, tx) + the non-finite step count
+    and the first non-finite step (-1: none)."""
+
+    nonfinite_steps: jax.Array
+    first_nonfinite_step: jax.Array
 
     @classmethod
     def create(cls, *, apply_fn, params, tx, **kwargs):
         # A strongly typed int32 step: flax's Python 0 is weakly typed, and the step's type
         # changing after the first update would compile the train step a second time.
+        kwargs.setdefault("nonfinite_steps", jnp.zeros((), jnp.int32))
+        kwargs.setdefault("first_nonfinite_step", jnp.full((), -1, jnp.int32))
         state = super().create(apply_fn=apply_fn, params=params, tx=tx, **kwargs)
         return state.replace(step=jnp.zeros((), jnp.int32))
 
@@ -95,9 +106,19 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, task: Task,
     weight = jnp.maximum(sums["weight"], 1e-9)
     grads = jax.tree.map(lambda g: g / weight, grad_sums)
 
-    new_state = state.apply_gradients(grads=grads)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(sums["loss"]) & jnp.isfinite(grad_norm)
+    updated = state.apply_gradients(grads=grads)
+    keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
+    new_state = updated.replace(
+        params=keep(updated.params, state.params),
+        opt_state=keep(updated.opt_state, state.opt_state),
+        nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),
+        first_nonfinite_step=jnp.where((state.first_nonfinite_step < 0) & ~finite,
+                                       state.step + 1, state.first_nonfinite_step))
     metrics = mean_metrics(sums)
-    metrics["grad_norm"] = optax.tree.norm(grads)
+    metrics["grad_norm"] = grad_norm
+    metrics["nonfinite_steps"] = new_state.nonfinite_steps
     metrics["param_norm"] = optax.tree.norm(new_state.params)
     if learning_rate_fn is not None:
         metrics["learning_rate"] = learning_rate_fn(state.step)

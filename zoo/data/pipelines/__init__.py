@@ -1,10 +1,16 @@
 """The data pipeline of each task: `create_data(task_name, config, global_batch)` -> `Data`.
 
-A pipeline reads a prepared TFDS split (`tfds_splits`; the embedded datasets come from
+A pipeline reads a prepared TFDS split by name (`tfds_splits`: any TFDS dataset prepared as
+array_record in the data dir, never downloaded; the embedded datasets come from
 `zoo.data.builders`), tokenizes it (`tokenizers`, `char_vocab`) and serves host batches by
 index (`batch_stream`): `lm_batches` (causal, bidirectional and masked LM), `labelled_batches`
 (classification, tagging), `seq2seq_batches` (seq2seq). `sharding` splits a host batch across
 local devices.
+
+The data dir is `config.data_dir`, else $ZOO_DATA_DIR, else ~/.cache/zoo/tensorflow_datasets
+(`zoo.data.builders.preparation`). Every batch has "weights": per token (B, T), or per example
+(B,) for classification. Train streams drop each pass's last partial batch; eval streams cover
+every example once, their last batch padded to the global batch with rows of weight 0.
 """
 from __future__ import annotations
 

@@ -3,17 +3,20 @@
 Texts become byte ids (`config.tokenizer`, "byte"), truncated to `config.seq_len` and padded
 with 0. Batches (each field's leading axis is the batch, B = this process's rows):
 
-* classification: {"inputs": (B, T) int32, "lengths": (B,) int32, "labels": (B,) int32}
+* classification: {"inputs": (B, T) int32, "lengths": (B,) int32, "labels": (B,) int32,
+  "weights": (B,) float32 (1 per real example, 0 per padding row)}
 * tagging: {"inputs": (B, T) int32, "targets": (B, T) int32 (0 at padding),
   "weights": (B, T) float32 (1 at real bytes), "lengths": (B,) int32}
 
 `lengths` counts the real tokens and is at least 1 (an empty text reads as one padding token).
 Per-character tags are repeated over the UTF-8 bytes of their character, so targets line up with
-byte ids. Train streams are shuffled and repeated; eval streams are in split order, one pass,
-dropping the last partial batch (as `create_lm_data` does). Both are `BatchStream`s.
+byte ids. Train streams are shuffled and repeated, dropping each pass's last partial batch; eval
+streams are in split order, one pass, covering every example: the last partial batch is padded
+to the global batch with rows of weight 0 (`batch_stream.eval_stream`). Both are `BatchStream`s.
 
-Datasets: the embedded "zoo_docstrings" / "zoo_code_tags" (prepared in `config.data_dir` on first
-use), or any TFDS dataset prepared there in array_record, read with `tfds.data_source`. Its text
+Datasets: the embedded "zoo_docstrings" / "zoo_code_tags" (prepared in the data dir on first
+use), or any TFDS dataset prepared there in array_record, read with `tfds.data_source` (the data
+dir: `config.data_dir`, else $ZOO_DATA_DIR, else ~/.cache/zoo/tensorflow_datasets). Its text
 feature is `config.text_key` if set, else the first of `TEXT_KEYS` it has (e.g. ag_news_subset's
 "description"); labels are `config.label_key` (default "label") / tags `config.tags_key`
 (default "tags"), both ClassLabel features.
@@ -27,7 +30,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from zoo.data.builders import zoo_code_tags, zoo_docstrings
-from zoo.data.pipelines.batch_stream import Batch, BatchStream
+from zoo.data.pipelines.batch_stream import Batch, BatchStream, eval_stream
 from zoo.data.pipelines.bundle import Data
 from zoo.data.pipelines.config_fields import config_field
 from zoo.data.pipelines.tfds_splits import as_text, open_split, read_examples
@@ -78,8 +81,9 @@ def byte_tags(text: str, tags: np.ndarray) -> np.ndarray:
 
 class LabelledExamples:
     """Random access: item i -> {"inputs": (T,) int32 ids padded with 0, "lengths": () int32,
-    and "labels": () int32 (classification) or "targets": (T,) int32 + "weights": (T,) float32
-    (tagging)}. `ids` and the `targets` sequences are already truncated to `seq_len`."""
+    and "labels": () int32 + "weights": () float32 1.0 (classification) or "targets": (T,)
+    int32 + "weights": (T,) float32 (tagging)}. `ids` and the `targets` sequences are already
+    truncated to `seq_len`."""
 
     def __init__(self, ids: Sequence[np.ndarray], seq_len: int, *,
                  labels: Sequence[int] | None = None, targets: Sequence[np.ndarray] | None = None):
@@ -101,6 +105,7 @@ class LabelledExamples:
                 "lengths": np.asarray(max(len(ids), 1), np.int32)}
         if self.targets is None:
             item["labels"] = np.asarray(self.labels[int(i)], np.int32)
+            item["weights"] = np.asarray(1.0, np.float32)
         else:
             item["targets"] = self._pad(self.targets[int(i)], np.int32)
             item["weights"] = self._pad(np.ones(len(ids)), np.float32)
@@ -128,8 +133,7 @@ def _streams(config: Any, global_batch_size: int, train: LabelledExamples,
     seed = config_field(config, "seed", 0)
     kwargs = {"process_index": process_index, "process_count": process_count}
     return (BatchStream(train, global_batch_size, seed=seed, **kwargs),
-            BatchStream(evaluation, global_batch_size, seed=seed, shuffle=False, repeat=False,
-                        **kwargs))
+            eval_stream(evaluation, global_batch_size, seed=seed, **kwargs))
 
 
 def create_classification_data(config: Any, global_batch_size: int, *, process_index: int = 0,

@@ -1,8 +1,15 @@
 """Language-model batches from a text dataset: deterministic, resumable, shardable.
 
 A split's texts are tokenized into one stream and cut into non-overlapping windows of T + 1
-tokens; `inputs` = window[:-1], `targets` = window[1:]. Batches come from a `BatchStream`, so
-global batch `i` is a pure function of (seed, i): resuming at batch `i` needs nothing but `i`.
+tokens; `inputs` = window[:-1], `targets` = window[1:], `weights` = 1 on real positions. Batches
+come from a `BatchStream`, so global batch `i` is a pure function of (seed, i): resuming at
+batch `i` needs nothing but `i`.
+
+Host batch: {"inputs", "targets": (B, T) int32, "weights": (B, T) float32}. Train windows are
+whole, shuffled and repeated (a pass drops its last partial batch). Eval covers every token of
+its split once: the stream's tail is one more window padded with 0 (weights 0 there), and the
+last partial batch is padded with zero-weight rows (`batch_stream.eval_stream`), so the eval
+weights sum to the split's token count minus one (each token but the first is predicted once).
 """
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ import numpy as np
 
 from zoo.data.builders import zoo_text
 from zoo.data.pipelines.baselines import unigram_entropy
-from zoo.data.pipelines.batch_stream import Batch, BatchStream
+from zoo.data.pipelines.batch_stream import Batch, BatchStream, eval_stream
 from zoo.data.pipelines.bundle import Data
 from zoo.data.pipelines.tfds_splits import as_text, open_split, read_examples
 from zoo.data.pipelines.tokenizers import get_tokenizer
@@ -21,11 +28,13 @@ from zoo.data.pipelines.tokenizers import get_tokenizer
 
 def load_texts(dataset: str, split: str, data_dir: str | None = None,
                text_key: str = "text") -> list[str]:
-    """All texts of `split`, in index order: the embedded "zoo_text" corpus (prepared in
-    `data_dir` if needed), or any TFDS dataset by name.
+    """All texts of `split`, in index order: the embedded "zoo_text" corpus (prepared in the
+    data dir if needed), or any TFDS dataset by name.
 
-    Real TFDS datasets (e.g. "tiny_shakespeare", "lm1b") are read with `tfds.data_source`
-    (array_record, no TensorFlow) from `data_dir`, where they must already be prepared.
+    The data dir is `data_dir`, else $ZOO_DATA_DIR, else ~/.cache/zoo/tensorflow_datasets. Real
+    TFDS datasets (e.g. "tiny_shakespeare", "lm1b") are read with `tfds.data_source`
+    (array_record, no TensorFlow, no download) from there, where they must already be prepared;
+    a ConfigError names the command that prepares one (`tfds_splits.open_split`).
     """
     source = open_split(dataset, split, data_dir,
                         prepare=zoo_text.prepare if dataset == zoo_text.NAME else None,
@@ -39,21 +48,33 @@ def token_stream(texts: Sequence[str], tokenizer: Any, separator: str = "\n\n") 
 
 
 class LMWindows:
-    """Random-access windows: item i -> {"inputs", "targets": (T,) int32, "weights": (T,) float32}."""
+    """Random-access windows: item i -> {"inputs", "targets": (T,) int32, "weights": (T,) float32}.
 
-    def __init__(self, stream: np.ndarray, seq_len: int):
-        if len(stream) < seq_len + 1:
-            raise ValueError(f"a stream of {len(stream)} tokens is too short for seq_len={seq_len}.")
-        self.stream, self.seq_len = stream, seq_len
+    pad_last: also the stream's tail as a last window, padded with 0 (weight 0) to T positions,
+      so the windows predict every token but the first (eval); else only whole windows (train).
+    """
+
+    def __init__(self, stream: np.ndarray, seq_len: int, *, pad_last: bool = False):
+        if len(stream) < (2 if pad_last else seq_len + 1):
+            raise ValueError(f"a stream of {len(stream)} tokens is too short for seq_len={seq_len}"
+                             f"{'' if pad_last else ' (a window takes seq_len + 1 tokens)'}.")
+        self.stream, self.seq_len, self.pad_last = stream, seq_len, pad_last
 
     def __len__(self) -> int:
-        return (len(self.stream) - 1) // self.seq_len
+        predicted = len(self.stream) - 1
+        return -(-predicted // self.seq_len) if self.pad_last else predicted // self.seq_len
 
     def __getitem__(self, i: int) -> Batch:
         start = int(i) * self.seq_len
         window = self.stream[start:start + self.seq_len + 1]
-        return {"inputs": window[:-1], "targets": window[1:],
-                "weights": np.ones(self.seq_len, np.float32)}
+        if len(window) == self.seq_len + 1:
+            return {"inputs": window[:-1], "targets": window[1:],
+                    "weights": np.ones(self.seq_len, np.float32)}
+        n = len(window) - 1  # the padded tail (pad_last)
+        item = {key: np.zeros(self.seq_len, np.int32) for key in ("inputs", "targets")}
+        item["inputs"][:n], item["targets"][:n] = window[:-1], window[1:]
+        item["weights"] = (np.arange(self.seq_len) < n).astype(np.float32)
+        return item
 
 
 def create_lm_data(config: Any, global_batch_size: int, *, process_index: int = 0,
@@ -68,8 +89,8 @@ def create_lm_data(config: Any, global_batch_size: int, *, process_index: int = 
     global_batch = global_batch_size
     train_stream = BatchStream(LMWindows(train, config.seq_len), global_batch, seed=config.seed,
                                process_index=process_index, process_count=process_count)
-    eval_stream = BatchStream(LMWindows(valid, config.seq_len), global_batch, seed=config.seed,
-                              shuffle=False, repeat=False, process_index=process_index,
-                              process_count=process_count)
-    return Data(train_stream, eval_stream, tokenizer,
+    evaluation = eval_stream(LMWindows(valid, config.seq_len, pad_last=True), global_batch,
+                             seed=config.seed, process_index=process_index,
+                             process_count=process_count)
+    return Data(train_stream, evaluation, tokenizer,
                 {"unigram_entropy": unigram_entropy(train, tokenizer.vocab_size)})

@@ -8,13 +8,15 @@ Host batch (leading axis = this process's B rows; S = T = `config.seq_len`):
 
 The `CharVocab` (`char_vocab`, also `Data.tokenizer`) is built from the train split's
 sources and targets; characters of the eval split that it lacks become UNK_ID. Train streams are
-shuffled and repeated; eval streams are in split order, one pass, dropping the last partial batch
-(both `BatchStream`s). Nothing is truncated: an example longer than seq_len is an
-error that names the length needed.
+shuffled and repeated, dropping each pass's last partial batch; eval streams are in split order,
+one pass, covering every example: the last partial batch is padded to the global batch with rows
+of weight 0 (`batch_stream.eval_stream`). Both are `BatchStream`s. Nothing is truncated: an
+example longer than seq_len is an error that names the length needed.
 
 Datasets: the embedded "zoo_num2words/<config>" and "zoo_synthetic_seq2seq/<task>"
-(`zoo.data.builders`, prepared in `config.data_dir` on first use), or any TFDS dataset
-prepared there in array_record, read with `tfds.data_source`; its source and target features
+(`zoo.data.builders`, prepared in the data dir on first use), or any TFDS dataset prepared there
+in array_record, read with `tfds.data_source` (the data dir: `config.data_dir`, else
+$ZOO_DATA_DIR, else ~/.cache/zoo/tensorflow_datasets); its source and target features
 are `config.source_key` / `config.target_key` (default "source" / "target"; e.g. "pt" / "en" for
 "ted_hrlr_translate/pt_to_en").
 """
@@ -29,7 +31,7 @@ import numpy as np
 
 from zoo.data.builders import seq2seq_datasets
 from zoo.data.pipelines.baselines import unigram_entropy
-from zoo.data.pipelines.batch_stream import Batch, BatchStream
+from zoo.data.pipelines.batch_stream import Batch, BatchStream, eval_stream
 from zoo.data.pipelines.bundle import Data
 from zoo.data.pipelines.char_vocab import CharVocab
 from zoo.data.pipelines.config_fields import config_field
@@ -146,8 +148,7 @@ def create_seq2seq_data(config: Any, global_batch_size: int, *, process_index: i
     seed = config_field(config, "seed", 0)
     kwargs = {"process_index": process_index, "process_count": process_count}
     return Data(BatchStream(examples["train"], global_batch_size, seed=seed, **kwargs),
-                BatchStream(examples["eval"], global_batch_size, seed=seed, shuffle=False,
-                            repeat=False, **kwargs),
+                eval_stream(examples["eval"], global_batch_size, seed=seed, **kwargs),
                 vocab, _baselines(texts["train"][1], texts["eval"][1], encoded["train"][1],
                                   vocab.size),
                 built_vocab=vocab)
