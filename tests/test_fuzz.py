@@ -271,12 +271,12 @@ def no_network(monkeypatch):
 # KNOWN GAP in zoo/data (being reworked to fail fast with one-line ConfigErrors): the error for
 # a malformed name ("", "a b", "../x") quotes TFDS's multi-line help on the name format
 # (tfds_splits.check_dataset_name). Set True once that message is one line.
-ONE_LINE_MALFORMED_NAME_ERRORS = False
+ONE_LINE_MALFORMED_NAME_ERRORS = True
 # KNOWN GAP in zoo/data: a prepared dataset that lacks the task's features (a tagger given
 # zoo_docstrings, a classifier given zoo_text) raises a raw KeyError (or TypeError) from
 # labelled_batches._load instead of a ConfigError naming the dataset and the missing feature.
 # Set True once it does.
-STRICT_DATASET_FEATURES = False
+STRICT_DATASET_FEATURES = True
 DATA_MODELS = {"gpt_tiny": 16, "bert_tiny": 16, "lstm_classifier": 64, "bilstm_tagger": 32,
                "seq2seq_lstm": 96}
 

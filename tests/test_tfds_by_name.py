@@ -198,6 +198,45 @@ def test_missing_split_and_wrong_file_format(prepared, tmp_path, no_network):
     assert "as tfrecord, not array_record" in message and "download_and_prepare()" in message
 
 
+@pytest.mark.parametrize("dataset,why", [
+    ("", "it is empty"), ("../x", "'..' is not a name"), ("zoo_text ", "it contains whitespace"),
+    ("lm1b:1.1", "the version '1.1' is not of the form x.y.z"), ("lm1b/", "it has an empty part"),
+])
+def test_malformed_names_say_why_in_one_line(dataset, why, tmp_path, no_network):
+    message = _raises_fast(lambda: open_split(dataset, "train", str(tmp_path)))
+    assert f"{dataset!r} is not a TFDS dataset name: {why}" in message
+    assert "expected 'name', 'name/config' or 'name:version'" in message
+
+
+@pytest.mark.parametrize("task,dataset,overrides,expected", [
+    ("classification", "lm1b", {}, "dataset 'lm1b' has no feature 'label'; its features are "
+     "'text'. Classification reads a text feature (config.text_key"),
+    ("tagging", "imdb_reviews", {}, "dataset 'imdb_reviews' has no feature 'tags'; its features "
+     "are 'text', 'label'. Tagging reads"),
+    ("tagging", "imdb_reviews", {"tags_key": "label"},
+     "feature 'label' is a ClassLabel, not a sequence of ClassLabel"),
+    ("classification", "imdb_reviews", {"text_key": "title"}, "has no feature 'title'"),
+    ("causal_lm", "ted_hrlr_translate/pt_to_en", {}, "has no feature 'text'; its features are "
+     "'pt', 'en'. Language models read a text feature (config.text_key, default 'text')"),
+    ("seq2seq", "imdb_reviews", {}, "has no feature 'source', 'target'; its features are 'text', "
+     "'label'. Set --config.source_key and --config.target_key"),
+])
+def test_datasets_without_the_task_features_name_them_in_one_line(task, dataset, overrides,
+                                                                  expected, prepared, no_network):
+    _, config = run_config(dataset, prepared, **overrides)
+    message = _raises_fast(lambda: create_data(task, config, BATCH))
+    assert expected in message
+
+
+def test_an_embedded_dataset_of_another_task_names_its_task(tmp_path, no_network):
+    task, config = run_config("lm1b", str(tmp_path))
+    config.dataset = "zoo_docstrings"
+    message = _raises_fast(lambda: create_data(task, config, BATCH))
+    assert "'zoo_docstrings' is the zoo's embedded dataset for classification" in message
+    assert "use --config.dataset=zoo_text" in message and "network" not in message
+    assert not os.listdir(tmp_path)
+
+
 # Evaluation covers every example: the last partial batch is padded with weight-0 rows.
 
 @pytest.mark.parametrize("dataset", PIPELINES)

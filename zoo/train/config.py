@@ -39,6 +39,9 @@ TRAIN_DEFAULTS: dict[str, Any] = dict(
     reverse_source=False,  # seq2seq: feed each source reversed (Sutskever et al. 2014)
     source_key=None,  # seq2seq on a real TFDS dataset: its source / target feature names
     target_key=None,
+    text_key=None,  # the text feature (None: "text", or a classification dataset's usual one)
+    label_key=None,  # classification: the label feature (None: "label")
+    tags_key=None,  # tagging: the per-token tag feature
     init_from=None,  # a workdir whose latest checkpoint initialises the matching parameters
     # Optimisation.
     num_train_steps=1000,
@@ -106,7 +109,8 @@ def base_config(model: str, **overrides: Any) -> ml_collections.ConfigDict:
         for key, value in fields.items():
             config[key] = value
     # Fields that may be None need a declared type so overrides like --config.data_dir=/x work.
-    for key in ("data_dir", "source_key", "target_key", "init_from"):
+    for key in ("data_dir", "source_key", "target_key", "text_key", "label_key", "tags_key",
+                "init_from"):
         config[key] = ml_collections.FieldReference(None, field_type=str)
     for key, field_type in (("attention_implementation", str), ("vocab_pad_multiple", int)):
         if key in config:

@@ -11,3 +11,13 @@ Each module's `prepare(data_dir)` builds its dataset once as array_record (`prep
 `stdlib_sources` (the stdlib's files), `labelled_builder` and `pair_builder` (base classes).
 Reading the prepared splits into batches is `zoo.data.pipelines`' job.
 """
+
+# The task each embedded dataset serves: its pipeline prepares it on first use (the others
+# only read it once prepared).
+TASKS: dict[str, str] = {
+    "zoo_text": "language modelling",
+    "zoo_docstrings": "classification",
+    "zoo_code_tags": "tagging",
+    "zoo_num2words": "seq2seq",
+    "zoo_synthetic_seq2seq": "seq2seq",
+}

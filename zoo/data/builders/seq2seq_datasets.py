@@ -7,6 +7,7 @@ from __future__ import annotations
 from zoo.data.builders import zoo_num2words, zoo_synthetic_seq2seq
 from zoo.data.builders.pair_builder import PairBuilder
 from zoo.data.builders.preparation import prepare_builder
+from zoo.errors import ConfigError
 
 BUILDERS: dict[str, type[PairBuilder]] = {
     zoo_num2words.NAME: zoo_num2words.ZooNum2words,
@@ -26,8 +27,8 @@ def prepare(dataset: str, data_dir: str | None = None) -> str:
     """
     name, _, config = dataset.partition("/")
     if name not in BUILDERS:
-        raise ValueError(f"{dataset!r} is not an embedded seq2seq dataset ({', '.join(BUILDERS)}).")
+        raise ConfigError(f"{dataset!r} is not an embedded seq2seq dataset ({', '.join(BUILDERS)}).")
     configs = BUILDERS[name].builder_configs
     if config and config not in configs:
-        raise ValueError(f"{name!r} has no config {config!r}; it has {', '.join(configs)}.")
+        raise ConfigError(f"{name!r} has no config {config!r}; it has {', '.join(configs)}.")
     return prepare_builder(BUILDERS[name], data_dir, config=config or None)

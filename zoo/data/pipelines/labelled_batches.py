@@ -33,8 +33,9 @@ from zoo.data.builders import zoo_code_tags, zoo_docstrings
 from zoo.data.pipelines.batch_stream import Batch, BatchStream, eval_stream
 from zoo.data.pipelines.bundle import Data
 from zoo.data.pipelines.config_fields import config_field
-from zoo.data.pipelines.tfds_splits import as_text, open_split, read_examples
+from zoo.data.pipelines.tfds_splits import as_text, missing_features, open_split, read_examples
 from zoo.data.pipelines.tokenizers import get_tokenizer
+from zoo.errors import ConfigError
 
 TEXT_KEYS = ("text", "description", "sentence", "content")
 EMBEDDED: dict[str, Callable[[str | None], str]] = {
@@ -46,7 +47,8 @@ EMBEDDED: dict[str, Callable[[str | None], str]] = {
 def _open_split(dataset: str, split: str, data_dir: str | None = None):
     """`tfds.data_source` of a split: an embedded dataset (prepared if needed) or any TFDS one."""
     return open_split(dataset, split, data_dir, prepare=EMBEDDED.get(dataset),
-                      instead=f"one of the embedded datasets: {', '.join(EMBEDDED)}")
+                      instead=f"one of the embedded datasets: {', '.join(EMBEDDED)}",
+                      serves=("classification", "tagging"))
 
 
 def text_key_of(features: Any, text_key: str | None = None) -> str:
@@ -112,18 +114,39 @@ class LabelledExamples:
         return item
 
 
+def _needs(tagging: bool) -> str:
+    """What a labelled task reads, and the config fields that name those features."""
+    text = (f"a text feature (config.text_key, else the first of "
+            f"{', '.join(map(repr, TEXT_KEYS))})")
+    if tagging:
+        return (f"Tagging reads {text} and a sequence of ClassLabel tags, one per character "
+                f"(config.tags_key, default 'tags'), as {zoo_code_tags.NAME} has.")
+    return (f"Classification reads {text} and a ClassLabel feature (config.label_key, default "
+            f"'label'), as {zoo_docstrings.NAME} has.")
+
+
 def _load(config: Any, default_dataset: str, label_field: str, default_label_key: str, split: str):
     """(texts, labels or per-example tag arrays, number of classes) of a split."""
-    source = _open_split(config_field(config, "dataset", default_dataset), split,
-                         config_field(config, "data_dir"))
+    dataset = config_field(config, "dataset", default_dataset)
+    source = _open_split(dataset, split, config_field(config, "data_dir"))
     features = source.dataset_info.features
+    tagging = label_field == "tags_key"
     label_key = config_field(config, label_field, default_label_key)
+    try:
+        text_key = text_key_of(features, config_field(config, "text_key"))
+    except ValueError:  # no text feature: reported below
+        text_key = TEXT_KEYS[0]
+    missing = [key for key in (text_key, label_key) if key not in features]
+    if missing:
+        raise missing_features(dataset, features, missing, _needs(tagging))
     label_feature = features[label_key]
-    if isinstance(label_feature, tfds.features.Sequence):
-        label_feature = label_feature.feature
+    if tagging:  # per-character tags: a Sequence of ClassLabel
+        is_sequence = isinstance(label_feature, tfds.features.Sequence)
+        label_feature = label_feature.feature if is_sequence else None
     if not isinstance(label_feature, tfds.features.ClassLabel):
-        raise TypeError(f"feature {label_key!r} is {label_feature!r}, not a ClassLabel.")
-    text_key = text_key_of(features, config_field(config, "text_key"))
+        kind = "a sequence of ClassLabel" if tagging else "a ClassLabel"
+        raise ConfigError(f"dataset {dataset!r}: feature {label_key!r} is a "
+                          f"{type(features[label_key]).__name__}, not {kind}. {_needs(tagging)}")
     texts, labels = read_split(source, text_key, label_key)
     return texts, labels, label_feature.num_classes
 

@@ -22,7 +22,8 @@ from zoo.data.builders import zoo_text
 from zoo.data.pipelines.baselines import unigram_entropy
 from zoo.data.pipelines.batch_stream import Batch, BatchStream, eval_stream
 from zoo.data.pipelines.bundle import Data
-from zoo.data.pipelines.tfds_splits import as_text, open_split, read_examples
+from zoo.data.pipelines.config_fields import config_field
+from zoo.data.pipelines.tfds_splits import as_text, missing_features, open_split, read_examples
 from zoo.data.pipelines.tokenizers import get_tokenizer
 
 
@@ -38,7 +39,13 @@ def load_texts(dataset: str, split: str, data_dir: str | None = None,
     """
     source = open_split(dataset, split, data_dir,
                         prepare=zoo_text.prepare if dataset == zoo_text.NAME else None,
-                        instead=f"--config.dataset={zoo_text.NAME} (the embedded corpus)")
+                        instead=f"--config.dataset={zoo_text.NAME} (the embedded corpus)",
+                        serves=("language modelling",))
+    features = source.dataset_info.features
+    if text_key not in features:
+        raise missing_features(dataset, features, [text_key], (
+            f"Language models read a text feature (config.text_key, default 'text'), as "
+            f"{zoo_text.NAME} has."))
     return [as_text(example[text_key]) for example in read_examples(source)]
 
 
@@ -81,11 +88,15 @@ def create_lm_data(config: Any, global_batch_size: int, *, process_index: int = 
                    process_count: int = 1) -> Data:
     """Language-model windows of the config's dataset; baseline: unigram entropy of train.
 
-    Config fields: dataset, data_dir, tokenizer, eval_split, seq_len, seed.
+    Config fields: dataset, data_dir, tokenizer, eval_split, seq_len, seed; optional text_key
+    ("text").
     """
     tokenizer = get_tokenizer(config.tokenizer)
-    train = token_stream(load_texts(config.dataset, "train", config.data_dir), tokenizer)
-    valid = token_stream(load_texts(config.dataset, config.eval_split, config.data_dir), tokenizer)
+    text_key = config_field(config, "text_key", "text")
+    train = token_stream(load_texts(config.dataset, "train", config.data_dir, text_key),
+                         tokenizer)
+    valid = token_stream(load_texts(config.dataset, config.eval_split, config.data_dir,
+                                    text_key), tokenizer)
     global_batch = global_batch_size
     train_stream = BatchStream(LMWindows(train, config.seq_len), global_batch, seed=config.seed,
                                process_index=process_index, process_count=process_count)

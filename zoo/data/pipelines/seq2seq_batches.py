@@ -36,7 +36,7 @@ from zoo.data.pipelines.bundle import Data
 from zoo.data.pipelines.char_vocab import CharVocab
 from zoo.data.pipelines.config_fields import config_field
 from zoo.data.pipelines.padding import pad_rows
-from zoo.data.pipelines.tfds_splits import as_text, open_split, read_examples
+from zoo.data.pipelines.tfds_splits import as_text, missing_features, open_split, read_examples
 from zoo.special_tokens import EOS_ID, PAD_ID
 
 DEFAULT_DATASET = "zoo_num2words/en_fr"
@@ -49,7 +49,7 @@ def _open_split(dataset: str, split: str, data_dir: str | None = None):
     prepare = (functools.partial(seq2seq_datasets.prepare, dataset)
                if seq2seq_datasets.is_embedded(dataset) else None)
     return open_split(dataset, split, data_dir, prepare=prepare,
-                      instead=f"an embedded dataset: {embedded}")
+                      instead=f"an embedded dataset: {embedded}", serves=("seq2seq",))
 
 
 def load_pairs(dataset: str, split: str, data_dir: str | None = None, *,
@@ -57,7 +57,7 @@ def load_pairs(dataset: str, split: str, data_dir: str | None = None, *,
                target_key: str | None = None) -> tuple[list[str], list[str]]:
     """(sources, targets) of every example of a split, in index order.
 
-    `source_key` / `target_key` name the features (default "source" / "target"); a ValueError
+    `source_key` / `target_key` name the features (default "source" / "target"); a ConfigError
     lists the dataset's features when one is missing.
     """
     source = _open_split(dataset, split, data_dir)
@@ -65,9 +65,9 @@ def load_pairs(dataset: str, split: str, data_dir: str | None = None, *,
     features = list(source.dataset_info.features.keys())
     missing = [k for k in keys if k not in features]
     if missing:
-        raise ValueError(
-            f"dataset {dataset!r} has no feature {', '.join(map(repr, missing))}; its features are "
-            f"{', '.join(map(repr, features))}. Set --config.source_key and --config.target_key.")
+        raise missing_features(dataset, features, missing, (
+            "Set --config.source_key and --config.target_key: seq2seq reads a source and a "
+            "target text feature (default 'source' and 'target')."))
     pairs = [(as_text(ex[keys[0]]), as_text(ex[keys[1]])) for ex in read_examples(source)]
     return [s for s, _ in pairs], [t for _, t in pairs]
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
+from zoo.data.builders import TASKS
 from zoo.data.builders.preparation import offline, resolve_data_dir
 from zoo.errors import ConfigError
 
@@ -93,15 +94,44 @@ def _close(word: str, candidates: list[str]) -> str:
     return ", ".join(difflib.get_close_matches(word, sorted(set(candidates)), n=5, cutoff=0.6))
 
 
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _why_malformed(dataset: str) -> str:
+    """Why TFDS cannot parse `dataset` as "name[/config][:version]", in a few words."""
+    if not dataset:
+        return "it is empty"
+    if any(c.isspace() for c in dataset):
+        return "it contains whitespace"
+    base, colon, version = dataset.partition(":")
+    parts = base.split("/")
+    if "" in parts or (colon and not version):
+        return "it has an empty part (a '/' or ':' at an end, or doubled)"
+    bad = next((part for part in parts if not _IDENTIFIER.fullmatch(part)), None)
+    if bad is not None:
+        return f"{bad!r} is not a name (letters, digits and '_', not starting with a digit)"
+    if colon and not re.fullmatch(r"[\d*]+\.[\d*]+\.[\d*]+", version):
+        return f"the version {version!r} is not of the form x.y.z"
+    if len(parts) > 2:
+        return "it has more than one '/'"
+    return "TFDS cannot parse it"
+
+
+def _one_line(text: object) -> str:
+    """`text` with its runs of whitespace (newlines included) made single spaces."""
+    return " ".join(str(text).split())
+
+
 def check_dataset_name(dataset: str, instead: str = "") -> type[tfds.core.DatasetBuilder]:
     """The builder class of `dataset` ("name", "name/config", "name:version"); a ConfigError
     with the close names for an unknown dataset or config. Reads no data, touches no network."""
     or_instead = f"; or use {instead}" if instead else ""
     try:
         name, kwargs = tfds.core.naming.parse_builder_name_kwargs(dataset)
-    except Exception as e:  # malformed "name/config:version/..."
-        raise ConfigError(f"{dataset!r} is not a TFDS dataset name ({e}); expected 'name', "
-                          f"'name/config' or 'name:version'{or_instead}.") from None
+    except Exception:  # malformed "name/config:version/..."; TFDS's help spans many lines
+        raise ConfigError(f"{dataset!r} is not a TFDS dataset name: {_why_malformed(dataset)}; "
+                          f"expected 'name', 'name/config' or 'name:version' (e.g. 'lm1b', "
+                          f"'ted_hrlr_translate/pt_to_en', 'lm1b:1.1.0'){or_instead}.") from None
     if name.namespace:
         raise ConfigError(
             f"TFDS dataset {dataset!r} is in the namespace {name.namespace!r}; the zoo opens "
@@ -111,7 +141,7 @@ def check_dataset_name(dataset: str, instead: str = "") -> type[tfds.core.Datase
         cls = builder_class(str(name))
     except ImportError as e:  # the builder's module imports a package that is not installed
         raise ConfigError(f"the TFDS builder of {dataset!r} cannot be imported here "
-                          f"({type(e).__name__}: {e}); install {e.name or 'what it names'}"
+                          f"({type(e).__name__}: {_one_line(e)}); install {e.name or 'what it names'}"
                           f"{or_instead}.") from e
     if cls is None:
         close = _close(str(name), tfds.list_builders(with_community_datasets=False))
@@ -176,10 +206,11 @@ def _prepared_versions(builder: Any) -> list[str]:
                   and os.path.exists(os.path.join(parent, n, "dataset_info.json")))
 
 
-def _cannot_open(dataset: str, split: str, data_dir: str, instead: str,
+def _cannot_open(dataset: str, split: str, data_dir: str, instead: str, serves: tuple[str, ...],
                  error: Exception) -> ConfigError:
     """The one-line ConfigError for a dataset that TFDS could not open, checked on disk."""
     or_instead = f"; or use {instead}" if instead else ""
+    task = TASKS.get(re.split(r"[/:]", dataset, maxsplit=1)[0])
     cls = None
     with contextlib.suppress(Exception):
         cls = check_dataset_name(dataset)
@@ -189,6 +220,11 @@ def _cannot_open(dataset: str, split: str, data_dir: str, instead: str,
     prepared = False
     with contextlib.suppress(Exception), _quiet():
         prepared = builder is not None and builder.is_prepared()
+    if not prepared and task is not None and serves and task not in serves:
+        return ConfigError(
+            f"TFDS dataset {dataset!r} is the zoo's embedded dataset for {task}, which a {task} "
+            f"run prepares on first use, and is not prepared in the data dir {data_dir}; for "
+            f"this task use {instead or 'another dataset'}.")
     if not prepared:
         versions = _prepared_versions(builder) if builder is not None else []
         unversioned = dataset.rsplit(":", 1)[0]
@@ -213,19 +249,22 @@ def _cannot_open(dataset: str, split: str, data_dir: str, instead: str,
             f"{', '.join(formats) or 'an unknown format'}, not array_record, which reading "
             f"without TensorFlow needs: delete that directory and prepare it again: "
             f"{prepare_command(dataset, data_dir, cls)}{or_instead}.")
-    detail = " ".join(str(error).split())[:300]
+    detail = _one_line(error)[:300]
     return ConfigError(
         f"could not open TFDS dataset {dataset!r} split {split!r} in the data dir {data_dir} "
         f"({type(error).__name__}: {detail}){or_instead}.")
 
 
 def open_split(dataset: str, split: str, data_dir: str | None = None, *,
-               prepare: Callable[[str | None], str] | None = None, instead: str = ""):
+               prepare: Callable[[str | None], str] | None = None, instead: str = "",
+               serves: tuple[str, ...] = ()):
     """`tfds.data_source` of a split of `dataset`, read from the data dir (module docstring).
 
     prepare: for an embedded dataset, builds it in the data dir if needed and returns that dir.
     instead: what the error offers besides preparing the dataset, e.g. "--config.dataset=
-      zoo_text (the embedded corpus)". A dataset that cannot be opened is a ConfigError (a
+      zoo_text (the embedded corpus)".
+    serves: the tasks of the calling pipeline (values of `zoo.data.builders.TASKS`): an
+      embedded dataset of another task that is not prepared is named as such. A dataset that cannot be opened is a ConfigError (a
       ValueError) of one line: see the module docstring.
     """
     data_dir = resolve_data_dir(data_dir)
@@ -239,7 +278,15 @@ def open_split(dataset: str, split: str, data_dir: str | None = None, *,
                                     try_gcs=False,
                                     builder_kwargs={"file_format": "array_record"})
     except Exception as e:  # TFDS raises several types for "not found / not prepared"
-        raise _cannot_open(dataset, split, data_dir, instead, e) from e
+        raise _cannot_open(dataset, split, data_dir, instead, serves, e) from e
+
+
+def missing_features(dataset: str, features: Any, missing: list[str], needs: str) -> ConfigError:
+    """The one-line ConfigError for a dataset that lacks features a task reads; `needs` says
+    what the task reads and which config fields name those features."""
+    return ConfigError(
+        f"dataset {dataset!r} has no feature {', '.join(map(repr, missing))}; its features are "
+        f"{', '.join(map(repr, features)) or 'none'}. {needs}")
 
 
 def read_examples(source: Any) -> Iterator[Any]:
