@@ -108,11 +108,16 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, task: Task,
 
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(sums["loss"]) & jnp.isfinite(grad_norm)
-    updated = state.apply_gradients(grads=grads)
-    keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
-    new_state = updated.replace(
-        params=keep(updated.params, state.params),
-        opt_state=keep(updated.opt_state, state.opt_state),
+
+    def update(s: TrainState):
+        updated = s.apply_gradients(grads=grads)
+        return updated.params, updated.opt_state
+
+    # A cond, not a select over every parameter: on CPU (gpt_tiny, 2026-11-30) the select cost
+    # 5-8% of a B=4 T=128 step, the cond 1-3%; at B=16 T=256 the cond is within noise.
+    params, opt_state = jax.lax.cond(finite, update, lambda s: (s.params, s.opt_state), state)
+    new_state = state.replace(
+        step=state.step + 1, params=params, opt_state=opt_state,
         nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),
         first_nonfinite_step=jnp.where((state.first_nonfinite_step < 0) & ~finite,
                                        state.step + 1, state.first_nonfinite_step))
