@@ -1,23 +1,11 @@
-"""What every benchmark shares, so that each benchmark module holds only its workloads.
-
-    from benchmarks.harness import ZooStep, TorchSide, time_rounds, summarize
-
-* The machine: `cpu_model`, `num_cores`, `machine_info`, `command_line`.
-* Timing: `call_timer`; the matmul peak of JAX, numpy or torch in any dtype (`matmul_peak`);
-  the cores other processes use (`LoadMeter`, from /proc/stat) and waiting for a quiet CPU
-  (`wait_for_quiet`); alternating rounds (`time_rounds`: A B A B ..., more rounds while too
-  few are clean) and their clean-round medians (`summarize`, `table_cells`).
-* The two sides of a comparison: `ZooStep`, the zoo's jitted train step of any model and task
-  (`zoo.train.state.create_train_state` + `zoo.train.step.jit_train_step`, AdamW and a cosine
-  schedule from `OPT_CONFIG`), and `TorchSide`, the same step written in PyTorch.
-* Running parts under a time budget (`Parts`), `--override KEY=VALUE` (`parse_overrides`),
-  the `--json` output (`write_json`).
-"""
+"""What every benchmark shares, so that each benchmark module holds only its workloads: the
+machine, timers and matmul peaks, load metering, alternating rounds and their clean-round
+medians, the zoo's and PyTorch's train steps (`ZooStep`, `TorchSide`), time-budgeted parts,
+command-line options, tables and JSON output."""
 from __future__ import annotations
 
 import argparse
 import ast
-import copy
 import datetime
 import json
 import os
@@ -25,10 +13,13 @@ import platform
 import statistics
 import sys
 import time
+import timeit
 import traceback
 import types
 from collections.abc import Callable
 from typing import Any
+
+from zoo.errors import ConfigError
 
 CLEAN_LOAD = 0.25  # cores used by other processes below which a round counts as clean
 OPT_CONFIG = types.SimpleNamespace(  # zoo.train.config.TRAIN_DEFAULTS / experiments gpt_tiny
@@ -41,8 +32,7 @@ def log(*args: Any) -> None:
     print(*args, flush=True)
 
 
-# --------------------------------------------------------------------------------------------
-# the machine
+# --- the machine and the output
 
 
 def num_cores() -> int:
@@ -55,20 +45,20 @@ def num_cores() -> int:
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
-def machine_info(torch_version: str | None) -> dict[str, Any]:
+def machine_info(torch_version: str | None = None) -> dict[str, Any]:
+    """The date, the CPU, Python, jax and torch versions, JAX's backend and first device."""
     import jax
 
+    d = jax.devices()[0]
     return {"date": datetime.date.today().isoformat(), "cpu": cpu_model(), "cores": num_cores(),
             "python": platform.python_version(), "jax": jax.__version__,
-            "backend": jax.default_backend(), "torch": torch_version}
+            "backend": jax.default_backend(), "device": d.device_kind, "platform": d.platform,
+            "torch": torch_version}
 
 
 def command_line(module: str, argv: list[str] | None) -> str:
@@ -83,13 +73,29 @@ def write_json(path: str | None, results: dict[str, Any]) -> None:
         print(f"wrote {path}")
 
 
+def add_options(p: Any, **defaults: Any) -> None:
+    """`--some-name` options of a parser or argument group from keyword defaults, typed as
+    their defaults (None: str)."""
+    for name, default in defaults.items():
+        p.add_argument("--" + name.replace("_", "-"), default=default,
+                       type=None if default is None else type(default))
+
+
+def print_table(header: list[str], rows: list[list[Any]]) -> None:
+    """A Markdown table of `rows` (cells already formatted, or str()-ed)."""
+    log("| " + " | ".join(header) + " |")
+    log("|" + "---|" * len(header))
+    for row in rows:
+        log("| " + " | ".join(map(str, row)) + " |")
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """["num_layers=1", "attention_implementation=cudnn"] -> {"num_layers": 1, ...}."""
     overrides = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--override takes KEY=VALUE items; got {item!r}.")
+            raise ConfigError(f"--override takes KEY=VALUE items; got {item!r}.")
         try:
             overrides[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -131,8 +137,7 @@ class Parts:
             log(f"failed: {e['part']}: {e['error']}")
 
 
-# --------------------------------------------------------------------------------------------
-# load from other processes
+# --- load from other processes
 
 
 _HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -148,22 +153,17 @@ def _cpu_busy_s() -> float | None:
         return None
 
 
-def _self_cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
 class LoadMeter:
     """Cores used by *other* processes over an interval (None where /proc/stat is missing)."""
 
     def __enter__(self):
-        self.b0, self.s0, self.t0 = _cpu_busy_s(), _self_cpu_s(), time.perf_counter()
+        self.b0, self.s0, self.t0 = _cpu_busy_s(), sum(os.times()[:2]), time.perf_counter()
         return self
 
     def __exit__(self, *exc):
         b1, dt = _cpu_busy_s(), time.perf_counter() - self.t0
         self.others = (None if b1 is None or self.b0 is None else
-                       max(0.0, (b1 - self.b0 - (_self_cpu_s() - self.s0)) / dt))
+                       max(0.0, (b1 - self.b0 - (sum(os.times()[:2]) - self.s0)) / dt))
 
 
 def wait_for_quiet(max_wait: float, window: float = 0.5) -> None:
@@ -180,32 +180,23 @@ def is_clean(load: float | None) -> bool:
     return load is not None and load < CLEAN_LOAD
 
 
-# --------------------------------------------------------------------------------------------
-# matmul peak
+# --- matmul peak
 
 
 def call_timer(call: Callable[[], object]) -> Callable[[], float]:
     """Runs `call` once (warm-up) and returns a function timing one more call, in seconds."""
     call()
-
-    def once() -> float:
-        t0 = time.perf_counter()
-        call()
-        return time.perf_counter() - t0
-
-    return once
+    return lambda: timeit.timeit(call, number=1)
 
 
 def matmul_timer(library: str, n: int, dtype: str = "float32") -> Callable[[], float]:
-    """A `call_timer` of one n x n @ n x n in `library`, operands in `dtype`: "jax" (jitted
-    `jnp.dot` on JAX's default device, float32 accumulation), "numpy" (its BLAS: OpenBLAS in
-    the PyPI wheels) or "torch" (`torch.mm` on the CPU)."""
+    """A `call_timer` of an n x n matmul in `dtype`: jitted `jnp.dot` (float32 accumulation),
+    `np.matmul` or `torch.mm`."""
     if library == "jax":
         import jax
         import jax.numpy as jnp
 
-        ka, kb = jax.random.split(jax.random.key(0))
-        a, b = jax.random.normal(ka, (n, n), dtype), jax.random.normal(kb, (n, n), dtype)
+        a, b = (jax.random.normal(k, (n, n), dtype) for k in jax.random.split(jax.random.key(0)))
         f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
         return call_timer(lambda: f(a, b).block_until_ready())
     if library == "numpy":
@@ -225,9 +216,9 @@ def matmul_timer(library: str, n: int, dtype: str = "float32") -> Callable[[], f
 
 def matmul_peak(sizes: list[int], repeats: int, libraries: tuple[str, ...] = ("jax",),
                 dtype: str = "float32", max_wait: float = 0.0, unit: str = "GFLOP/s"):
-    """Best-of-`repeats` FLOP/s (in `unit`: GFLOP/s or TFLOP/s) of n x n matmuls per library
-    and n, the libraries interleaved (each call after up to 5 s of waiting for a quiet CPU when
-    `max_wait` > 0); returns ({library: {n: value}}, the largest of them all)."""
+    """Best-of-`repeats` FLOP/s (in `unit`) of n x n matmuls, the libraries interleaved (with
+    `max_wait`, each after up to 5 s of waiting for a quiet CPU) -> ({library: {n: FLOP/s}},
+    the largest)."""
     scale = {"GFLOP/s": 1e9, "TFLOP/s": 1e12}[unit]
     peak: dict[str, dict[int, float]] = {k: {} for k in libraries}
     for n in sizes:
@@ -245,65 +236,62 @@ def matmul_peak(sizes: list[int], repeats: int, libraries: tuple[str, ...] = ("j
     return peak, max(v for d in peak.values() for v in d.values())
 
 
-# --------------------------------------------------------------------------------------------
-# side-by-side rounds
+# --- side-by-side rounds
 
 
 def add_timing_arguments(p: argparse.ArgumentParser, steps: int, warmup: int) -> None:
-    """The options of the side-by-side CPU benchmarks: rounds, matmul peak, torch, output."""
-    p.add_argument("--steps", type=int, default=steps, help="train steps per timed round")
-    p.add_argument("--repeats", type=int, default=5, help="timed rounds (A B A B ...)")
-    p.add_argument("--warmup", type=int, default=warmup,
-                   help="untimed steps per side before timing")
+    """The options of the side-by-side CPU benchmarks: train steps per round, rounds (A B A B
+    ...), untimed steps, matmul peak, seconds to wait for an idle CPU before each round (0:
+    never), torch threads (default: the cores), torch or not, JSON output."""
+    add_options(p, steps=steps, repeats=5, warmup=warmup)
     p.add_argument("--matmul-sizes", type=int, nargs="*", default=[2048, 4096])
-    p.add_argument("--matmul-repeats", type=int, default=5)
-    p.add_argument("--max-wait", type=float, default=30.0,
-                   help="seconds to wait for an idle CPU before each round (0: never wait)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
+    add_options(p, matmul_repeats=5, max_wait=30.0)
+    p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-torch", action="store_true")
-    p.add_argument("--json", default=None, help="write the numbers to this file")
+    p.add_argument("--json", default=None)
+
+
+def torch_version(threads: int | None = None, skip: bool = False) -> str | None:
+    """torch's version (its CPU `threads` set), or None (said) when `skip` or it is missing."""
+    try:
+        if skip:
+            raise ImportError("--no-torch")
+        import torch
+    except ImportError as e:
+        print(f"PyTorch skipped ({e}): only the JAX side is measured.")
+        return None
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.__version__
 
 
 def start(args: argparse.Namespace, module: str | None = None, argv: list[str] | None = None):
-    """The start of a side-by-side CPU benchmark (`add_timing_arguments`): torch's threads
-    (unless --no-torch or torch is missing), the machine (printed) and the f32 matmul peak of
-    JAX, numpy and torch -> (info, torch threads, use torch, {library: {n: GFLOP/s}}, peak).
-    `module` adds the command line to the info."""
+    """The machine (printed) and the f32 matmul peak of JAX, numpy and torch for the options of
+    `add_timing_arguments` -> (info, torch threads, use torch, {library: {n: GFLOP/s}}, peak)."""
     import jax
 
     threads = args.threads or num_cores()
-    torch_version = None
-    try:
-        if args.no_torch:
-            raise ImportError("--no-torch")
-        import torch
-
-        torch.set_num_threads(threads)
-        torch_version = torch.__version__
-    except ImportError as e:
-        print(f"PyTorch skipped ({e}): only the JAX side is measured.")
-    info = {**machine_info(torch_version), "devices": [str(d) for d in jax.devices()],
-            "torch_threads": threads if torch_version else None,
+    version = torch_version(threads, args.no_torch)
+    info = {**machine_info(version), "devices": [str(d) for d in jax.devices()],
+            "torch_threads": threads if version else None,
             "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
     if module:
         info["command"] = command_line(module, argv)
     print(f"# {info['cpu']}, {info['cores']} cores; jax {info['jax']} ({info['backend']}), "
-          f"torch {torch_version} ({threads} threads); XLA_FLAGS={info['XLA_FLAGS']!r}")
-    libraries = ("jax", "numpy", "torch") if torch_version else ("jax", "numpy")
+          f"torch {version} ({threads} threads); XLA_FLAGS={info['XLA_FLAGS']!r}")
+    libraries = ("jax", "numpy", "torch") if version else ("jax", "numpy")
     peak, peak_gflops = matmul_peak(args.matmul_sizes, args.matmul_repeats, libraries,
                                     max_wait=args.max_wait)
     print(f"peak (max of the above): {peak_gflops:.1f} GFLOP/s")
-    return info, threads, torch_version is not None, peak, peak_gflops
+    return info, threads, version is not None, peak, peak_gflops
 
 
 def time_rounds(sides: dict[str, Any], repeats: int, steps: int, max_wait: float,
                 max_rounds: int | None = None):
-    """Alternating timed rounds (A B C A B C ...) of `side.run(steps)` -> (times, loads):
-    times[k], seconds per step of each round; loads[k], cores other processes used meanwhile.
-
-    With `max_rounds`, more rounds run after `repeats` (up to `max_rounds` in all) while a side
-    has fewer than half of its rounds clean: others' load slows torch's OpenMP threads far more
-    than XLA's (measured: 5-10x vs 1.5-2x with one core busy), so loaded rounds say little."""
+    """Alternating rounds (A B C A B C ...) of `side.run(steps)` -> (times, loads): seconds per
+    step and the cores other processes used, per side and round. With `max_rounds`, rounds go
+    on (up to `max_rounds`) while a side has under half of its rounds clean: others' load slows
+    torch's OpenMP threads 5-10x, XLA's 1.5-2x (measured), so loaded rounds say little."""
     times: dict[str, list[float]] = {k: [] for k in sides}
     loads: dict[str, list[float | None]] = {k: [] for k in sides}
     r = 0
@@ -333,9 +321,8 @@ def race(sides: dict[str, Any], args: argparse.Namespace, max_rounds: int | None
 
 def summarize(times, loads, tokens: int, flops_per_step: float | None = None,
               peak: float | None = None) -> dict[str, dict[str, Any]]:
-    """Each side's median over its clean rounds (others < CLEAN_LOAD cores) when at least half
-    of its rounds are clean, else over all; tokens/s, and with `flops_per_step` GFLOP/s and %
-    of `peak`; the tokens/s ratio to the "torch" side when there is one."""
+    """Each side's median over its clean rounds when at least half are clean, else over all;
+    tokens/s, GFLOP/s and % of `peak` (with `flops_per_step`), the ratio to the "torch" side."""
     results = {}
     for k in times:
         clean = [t for t, o in zip(times[k], loads[k]) if is_clean(o)]
@@ -366,8 +353,7 @@ def table_cells(r: dict[str, Any]) -> str:
             f"{ratio_text(r['vs_torch'])}")
 
 
-# --------------------------------------------------------------------------------------------
-# the zoo's side
+# --- the zoo's side
 
 
 def lm_batch(batch: int, seq_len: int, vocab: int, seed: int = 0) -> dict[str, Any]:
@@ -384,25 +370,18 @@ def xla_flops(compiled: Any) -> float | None:
     """XLA's FLOP count of a compiled program (`cost_analysis()["flops"]`), None without one."""
     try:
         ca = compiled.cost_analysis()
-        if isinstance(ca, (list, tuple)):
-            ca = ca[0] if ca else None
-        if ca and ca.get("flops", -1) > 0:
-            return float(ca["flops"])
+        ca = ca[0] if isinstance(ca, (list, tuple)) else ca  # one per device in older jax
+        return float(ca["flops"]) if ca and ca.get("flops", -1) > 0 else None
     except Exception as e:  # noqa: BLE001  (backend without cost analysis)
         print(f"  (XLA cost_analysis unavailable: {e})")
-    return None
+        return None
 
 
 class ZooStep:
-    """The zoo's train step as `experiments.train` builds it, on one fixed batch: the model
-    (a registry name, created with dropout 0 and `overrides`, or any flax module), its task
-    `task` (overrides that are the task's settings go to it: label smoothing, ...), AdamW with
-    global-norm clipping and a cosine schedule from `OPT_CONFIG` (`create_optimizer`), the
-    state from `create_train_state` (parameters from key 0) and `jit_train_step(task)`,
-    lowered and compiled once (`compile_s`, `xla_flops`) and run once (`first_loss`).
-
-    `batch`: numpy arrays {"inputs", "targets", "weights"}, or a function of the model config
-    returning them. `run(n)` -> seconds per step of `n` more steps."""
+    """The zoo's train step as `experiments.train` builds it (`OPT_CONFIG`), compiled once and
+    run once (`compile_s`, `xla_flops`, `first_loss`) on one fixed `batch` (numpy, or a function
+    of the model config): `model` is a registry name (dropout 0, `overrides` that are not task
+    settings) or a flax module. `run(n)` -> seconds per step."""
 
     def __init__(self, model: Any, batch: Any, task: str = "causal_lm", **overrides: Any):
         import jax
@@ -438,12 +417,6 @@ class ZooStep:
 
         return create_train_state(self.model, self.tx, self.example_inputs, self.jax.random.key(0))
 
-    def loss(self, params: Any, batch: dict[str, Any], rng: Any) -> float:
-        """Mean loss of `batch` under `params` (the task's loss, train=False)."""
-        loss_sum, sums = self.jax.jit(
-            lambda p, b: self.task.loss(self.model.apply, p, b, rng, train=False))(params, batch)
-        return float(loss_sum / sums["weight"])
-
     def flops_text(self, flops_per_step: float) -> str:
         xla = f"{self.xla_flops / 1e9:.2f} GFLOP" if self.xla_flops else "n/a"
         return (f"FLOPs/step analytic {flops_per_step / 1e9:.2f} GFLOP, XLA cost_analysis {xla}; "
@@ -459,8 +432,7 @@ class ZooStep:
         return (time.perf_counter() - t0) / max(n, 1)
 
 
-# --------------------------------------------------------------------------------------------
-# the PyTorch side
+# --- the PyTorch side
 
 
 def torch_device() -> str:
@@ -498,32 +470,21 @@ def lm_loss(model: Any, inputs: Any, targets: Any, weights: Any = None) -> Any:
 
 
 class TorchSide:
-    """A PyTorch training step, as the zoo's: zero_grad, `loss_fn(model, *inputs())` (under
-    bf16 autocast with `dtype="bfloat16"`; `inputs` is called every step, so masks can be drawn
-    there), backward, `clip_grad_norm_(OPT_CONFIG.grad_clip_norm)`, AdamW (OPT_CONFIG's betas
-    and eps, half its peak learning rate, constant: the update's cost does not depend on it)
-    with `weight_decay` on the >= 2-D parameters (`zoo.train.optimizer.decay_mask`'s rule);
-    `fused=True` (PyTorch's one-kernel update) when asked and always on a GPU.
-
-    `build()` makes the model, after `torch.manual_seed(0)`, the flush of denormals to zero
-    (XLA's CPU backend flushes them; without it torch slows down by up to 10x once repeated
-    steps on one batch shrink the gradients, measured), `threads` CPU threads, and on "cuda"
-    TF32 for float32 matmuls (as JAX's default precision allows). `compile=True` runs the loss
-    through `torch.compile(dynamic=False)` (inductor's default mode, as nanoGPT's).
-
-    `run(n)` -> seconds per step (the device synchronized before reading the clock);
-    `first_loss`, `compile_s` (the first step's wall time: inductor's compile, or CUDA start-up),
-    `num_params`."""
+    """A PyTorch training step, as the zoo's: `loss_fn(model, *inputs())` (`inputs()` runs
+    every step; bf16 autocast with `dtype="bfloat16"`), backward, clipping, AdamW (OPT_CONFIG's,
+    half its peak lr; `weight_decay` on >= 2-D parameters; fused when asked and on a GPU). The
+    model is `build()` after seed 0, with denormals flushed to zero as XLA's CPU backend does
+    (else torch slows down up to 10x); `compile=True` runs the loss through `torch.compile`.
+    `run(n)` -> seconds per step; `compile_s` is the first step's wall time."""
 
     def __init__(self, build: Callable[[], Any], loss_fn: Callable[..., Any],
                  inputs: Callable[[], tuple], *, device: str = "cpu", dtype: str = "float32",
                  threads: int | None = None, compile: bool = False, fused: bool = False,
                  weight_decay: float = OPT_CONFIG.weight_decay):
         import torch
-        from torch import nn
 
         if dtype not in ("bfloat16", "float32"):
-            raise ValueError(f"the PyTorch sides run bfloat16 autocast or float32; got {dtype}.")
+            raise ConfigError(f"the PyTorch sides run bfloat16 autocast or float32; got {dtype}.")
         self.torch, self.device, self.loss_fn, self.inputs = torch, device, loss_fn, inputs
         if device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -540,21 +501,12 @@ class TorchSide:
              {"params": [p for p in self.params if p.ndim < 2], "weight_decay": 0.0}],
             lr=OPT_CONFIG.learning_rate * 0.5, betas=(OPT_CONFIG.adam_b1, OPT_CONFIG.adam_b2),
             eps=OPT_CONFIG.adam_eps, fused=fused or device == "cuda" or None)
-
-        class Loss(nn.Module):  # the module torch.compile compiles: forward and loss
-            def __init__(self, model):
-                super().__init__()
-                self.model = model
-
-            def forward(self, *args):
-                return loss_fn(self.model, *args)
-
-        self.loss_module = Loss(self.model)
+        self.loss = lambda *args: loss_fn(self.model, *args)
         if compile:
             # A fresh compile per side: dynamo caches per code object, and the same model at a
             # second batch size would otherwise be recompiled with dynamic shapes.
             torch.compiler.reset()
-            self.loss_module = torch.compile(self.loss_module, dynamic=False)
+            self.loss = torch.compile(self.loss, dynamic=False)
         self.autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
         t0 = time.perf_counter()
         self.first_loss = float(self._step())  # float() waits for the device
@@ -563,7 +515,7 @@ class TorchSide:
     def _step(self):
         self.opt.zero_grad(set_to_none=True)
         with self.autocast:
-            loss = self.loss_module(*self.inputs())
+            loss = self.loss(*self.inputs())
         loss.backward()
         self.torch.nn.utils.clip_grad_norm_(self.params, OPT_CONFIG.grad_clip_norm)
         self.opt.step()
@@ -577,11 +529,3 @@ class TorchSide:
             self._step()
         sync()
         return (time.perf_counter() - t0) / max(n, 1)
-
-    def loss_with(self, state_dict: dict[str, Any], *inputs: Any) -> float:
-        """The loss of `inputs` (numpy) in a copy of the model holding `state_dict` (numpy)."""
-        model = copy.deepcopy(self.model)
-        model.load_state_dict(to_torch({k: v.copy() for k, v in state_dict.items()}))
-        with self.torch.no_grad():
-            return float(self.loss_fn(model, *to_torch(
-                {i: x.copy() for i, x in enumerate(inputs)}).values()))

@@ -2,24 +2,15 @@
 
     python -m benchmarks.matmul_ceiling [--batch 16 --seq-len 256 --rounds 15] [--json PATH]
 
-A training step's "% of the matmul peak" compares its analytic FLOPs with the best GFLOP/s of a
-large square matmul (benchmarks/gpt_step.py). The step's matmuls are not square: gpt_tiny's are
-(B*T, D) @ (D, 3D | D | F) and (B*T, F) @ (F, D) with D = 256, and each appears three times (the
-forward `X @ W`, the input gradient `dY @ Wᵀ`, the weight gradient `Xᵀ @ dY`, a contraction
-over all B*T rows). This script runs every one of them alone, at the step's shapes, plus the
-causal attention core (forward + backward of q, k, v -> output), and sums the medians: the time
-the step would take if nothing but its matmuls cost anything. Its FLOPs over that sum is the
-highest "% of peak" the step can show with these kernels, whatever the code around them does.
-Every item (each product, the attention, the 2048² peak matmul of gpt_step and the zoo's full
-train step) is timed once per round, round-robin, and reported as its median over the rounds,
-so that the ceiling, the peak and the step are compared under the same machine state.
-
-JAX side: each product as its own jitted forward or gradient of `zoo.nn.dense.matmul_2d`, the
-2-D matmul every Dense of the zoo runs (zoo/nn/dense.py); attention: `zoo.nn.attention.causal_attention` (blocked on CPU)
-under `jax.vjp`. PyTorch side: `torch.mm` on the same (transposed-view) operands autograd uses;
-attention: `F.scaled_dot_product_attention(is_causal=True)` forward + backward. numpy side
-(`--numpy`): `np.matmul` (OpenBLAS in the PyPI wheels) on those operands; numpy has no attention,
-so its sum takes the JAX side's attention time.
+Every dense product of the gpt_tiny step (forward `X @ W`, input gradient `dY @ Wᵀ`, weight
+gradient `Xᵀ @ dY`) at the step's shapes, plus the causal attention core (forward + backward),
+is timed alone; the sum of the medians is the time the step would take if nothing but its
+matmuls cost anything, and its FLOPs over that sum the highest "% of peak" the step can show
+with these kernels. Every item (the products, the attention, the 2048² peak matmul and the
+zoo's full step) is timed once per round, round-robin, so all see the same machine state.
+JAX: `zoo.nn.dense.matmul_2d` (what every Dense runs) forward or under `jax.vjp`, attention
+`zoo.nn.attention.causal_attention`. PyTorch: `torch.mm` on the transposed-view operands
+autograd uses, SDPA attention. `--numpy`: `np.matmul` on those operands (the JAX attention).
 """
 from __future__ import annotations
 
@@ -29,7 +20,10 @@ import sys
 from collections.abc import Callable
 
 from benchmarks.gpt_step import gpt_zoo_step, step_flops
-from benchmarks.harness import call_timer, matmul_timer, wait_for_quiet, write_json
+from benchmarks.harness import (add_options, call_timer, matmul_timer, print_table,
+                                torch_version, wait_for_quiet, write_json)
+
+KINDS = ("X@W", "dY@Wt", "Xt@dY")
 
 
 def step_matmuls(num_layers: int, emb_dim: int, mlp_dim: int, vocab_size: int,
@@ -38,18 +32,15 @@ def step_matmuls(num_layers: int, emb_dim: int, mlp_dim: int, vocab_size: int,
     L, D, F, V, M = num_layers, emb_dim, mlp_dim, vocab_size, tokens
     dense = [("qkv", D, 3 * D, L), ("out", D, D, L), ("fc", D, F, L), ("proj", F, D, L),
              ("logits", D, V, 1)]
-    out = []
-    for name, k, n, count in dense:
-        out.append((f"{name} X@W", M, k, n, count))       # forward
-        out.append((f"{name} dY@Wt", M, n, k, count))     # input gradient
-        out.append((f"{name} Xt@dY", k, M, n, count))     # weight gradient
-    return out
+    shapes = {"X@W": lambda k, n: (M, k, n), "dY@Wt": lambda k, n: (M, n, k),
+              "Xt@dY": lambda k, n: (k, M, n)}  # forward, input and weight gradient
+    return [(f"{name} {kind}", *shapes[kind](k, n), count)
+            for name, k, n, count in dense for kind in KINDS]
 
 
-def jax_products(m: int, k: int, n: int, kind: str) -> Callable[[], object]:
-    """The product as the zoo's step computes it: forward or one gradient of
-    `zoo.nn.dense.matmul_2d`, the 2-D matmul behind every Dense (which, for a kernel with
-    more inputs than outputs, computes the weight gradient in the transposed orientation)."""
+def jax_product(m: int, k: int, n: int, kind: str) -> Callable[[], object]:
+    """The product as the zoo's step computes it: forward or one gradient of `matmul_2d`
+    (which runs some weight gradients in the transposed orientation)."""
     import jax
 
     from zoo.nn.dense import matmul_2d
@@ -59,105 +50,73 @@ def jax_products(m: int, k: int, n: int, kind: str) -> Callable[[], object]:
     x, w = jax.random.normal(kx, (rows, d_in)), jax.random.normal(kw, (d_in, d_out))
     dy = jax.random.normal(kg, (rows, d_out))
     if kind == "X@W":
-        f = jax.jit(matmul_2d)
-        return lambda: f(x, w)
-    if kind == "dY@Wt":
+        f = jax.jit(lambda x, w, dy: matmul_2d(x, w))
+    elif kind == "dY@Wt":
         f = jax.jit(lambda x, w, dy: jax.vjp(lambda x: matmul_2d(x, w), x)[1](dy)[0])
     else:
         f = jax.jit(lambda x, w, dy: jax.vjp(lambda w: matmul_2d(x, w), w)[1](dy)[0])
-    return lambda: f(x, w, dy)
+    return lambda: jax.block_until_ready(f(x, w, dy))
 
 
-def numpy_operands(m: int, k: int, n: int, kind: str):
-    """Random float32 (A, B) of the product, laid out as autograd has them (Wᵀ in dY @ Wᵀ and
-    Xᵀ in Xᵀ @ dY are transposed views)."""
+def blas_product(library: str, m: int, k: int, n: int, kind: str) -> Callable[[], object]:
+    """`np.matmul` or `torch.mm` of random float32 operands laid out as autograd has them
+    (Wᵀ in dY @ Wᵀ and Xᵀ in Xᵀ @ dY are transposed views)."""
     import numpy as np
 
     rng = np.random.default_rng(0)
     shapes = {"X@W": ((m, k), (k, n)), "dY@Wt": ((m, k), (n, k)), "Xt@dY": ((k, m), (k, n))}
     a, b = (rng.standard_normal(shape, dtype=np.float32) for shape in shapes[kind])
-    return (a.T if kind == "Xt@dY" else a), (b.T if kind == "dY@Wt" else b)
-
-
-def torch_products(m: int, k: int, n: int, kind: str) -> Callable[[], object]:
+    a, b = (a.T if kind == "Xt@dY" else a), (b.T if kind == "dY@Wt" else b)
+    if library == "numpy":
+        return lambda: np.matmul(a, b)
     import torch
 
-    a, b = (torch.from_numpy(x) for x in numpy_operands(m, k, n, kind))
+    a, b = torch.from_numpy(a), torch.from_numpy(b)
     return lambda: torch.mm(a, b)
 
 
-def numpy_products(m: int, k: int, n: int, kind: str) -> Callable[[], object]:
-    import numpy as np
+def attention(library: str, batch: int, seq_len: int, heads: int,
+              head_dim: int) -> Callable[[], object]:
+    """Forward + backward of causal attention: the zoo's (JAX) or torch's SDPA."""
+    if library == "jax":
+        import jax
 
-    a, b = numpy_operands(m, k, n, kind)
-    return lambda: np.matmul(a, b)
+        from zoo.nn.attention import causal_attention
 
-
-def jax_attention(batch: int, seq_len: int, heads: int, head_dim: int) -> Callable[[], object]:
-    import jax
-
-    from zoo.nn.attention import causal_attention
-
-    q, k, v, g = (jax.random.normal(r, (batch, seq_len, heads, head_dim))
-                  for r in jax.random.split(jax.random.key(0), 4))
-
-    @jax.jit
-    def fwd_bwd(q, k, v, g):
-        out, vjp = jax.vjp(causal_attention, q, k, v)
-        return out, vjp(g)
-
-    return lambda: fwd_bwd(q, k, v, g)
-
-
-def torch_attention(batch: int, seq_len: int, heads: int, head_dim: int) -> Callable[[], object]:
+        q, k, v, g = (jax.random.normal(r, (batch, seq_len, heads, head_dim))
+                      for r in jax.random.split(jax.random.key(0), 4))
+        f = jax.jit(lambda q, k, v, g: jax.vjp(causal_attention, q, k, v)[1](g))
+        return lambda: jax.block_until_ready(f(q, k, v, g))
     import torch
     import torch.nn.functional as F
 
     gen = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(batch, heads, seq_len, head_dim, generator=gen, requires_grad=True)
-               for _ in range(3))
-    g = torch.randn(batch, heads, seq_len, head_dim, generator=gen)
-
-    def fwd_bwd():
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return torch.autograd.grad(out, (q, k, v), g)
-
-    return fwd_bwd
+    q, k, v, g = (torch.randn(batch, heads, seq_len, head_dim, generator=gen, requires_grad=i < 3)
+                  for i in range(4))
+    return lambda: torch.autograd.grad(F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                                       (q, k, v), g)
 
 
 def measure(model: str = "gpt_tiny", batch: int = 16, seq_len: int = 256, rounds: int = 15,
             use_torch: bool = True, with_step: bool = True, use_numpy: bool = False) -> dict:
     """Times every product, the attention core, the 2048² peak matmul and (`with_step`) the
-    zoo's full train step once per round, round-robin, so that all of them see the same machine
-    state; each figure is the median over `rounds`."""
-    import jax
-
+    zoo's full train step once per round, round-robin; each figure is the median of `rounds`."""
     import zoo
 
     cfg = zoo.create_model(model).config
     L, D, F, V, N = cfg.num_layers, cfg.emb_dim, cfg.mlp_dim, cfg.vocab_size, cfg.num_heads
-    tokens = batch * seq_len
-    sides = {"jax": (jax_products, jax_attention, jax.block_until_ready)}
-    if use_torch:
-        try:
-            import torch  # noqa: F401
-            sides["torch"] = (torch_products, torch_attention, lambda x: x)
-        except ImportError:
-            print("PyTorch not installed: JAX side only.")
-    if use_numpy:
-        sides["numpy"] = (numpy_products, None, lambda x: x)
+    use_torch = torch_version(skip=not use_torch) is not None
+    sides = [s for s, on in (("jax", True), ("torch", use_torch), ("numpy", use_numpy)) if on]
+    products = step_matmuls(L, D, F, V, batch * seq_len)
     timers: dict[tuple[str, str], Callable[[], float]] = {}  # (side, item) -> seconds
-
-    def timed(fn: Callable[[], object], sync: Callable[[object], object]):
-        return call_timer(lambda: sync(fn()))
-
-    products = step_matmuls(L, D, F, V, tokens)
-    for side, (prod, attention, sync) in sides.items():
+    for side in sides:
         timers[side, "peak"] = matmul_timer(side, 2048)
         for name, m, k, n, _ in products:
-            timers[side, name] = timed(prod(m, k, n, name.split()[1]), sync)
-        if attention is not None:
-            timers[side, "attention"] = timed(attention(batch, seq_len, N, D // N), sync)
+            kind = name.split()[1]
+            timers[side, name] = call_timer(jax_product(m, k, n, kind) if side == "jax" else
+                                            blas_product(side, m, k, n, kind))
+        if side != "numpy":  # numpy has no attention: its sum takes JAX's
+            timers[side, "attention"] = call_timer(attention(side, batch, seq_len, N, D // N))
     if with_step:
         step, _ = gpt_zoo_step(model, batch, seq_len)
         timers["jax", "step"] = lambda: step.run(1)
@@ -172,42 +131,33 @@ def measure(model: str = "gpt_tiny", batch: int = 16, seq_len: int = 256, rounds
     for side in sides:
         med.setdefault((side, "attention"), med["jax", "attention"])
 
-    rows = []
-    for name, m, k, n, count in products:
-        gflop = 2 * m * k * n / 1e9
-        row = {"name": name, "m": m, "k": k, "n": n, "count": count, "gflop": gflop}
+    rows = [{"name": name, "m": m, "k": k, "n": n, "count": count, "gflop": 2 * m * k * n / 1e9}
+            for name, m, k, n, count in products]
+    rows.append({"name": "causal attention fwd+bwd", "count": L,  # per layer, full T x T
+                 "gflop": 12 * seq_len * D * batch * seq_len / 1e9})
+    for row in rows:
+        key = "attention" if "m" not in row else row["name"]
         for side in sides:
-            row[f"{side}_ms"], row[f"{side}_gflops"] = med[side, name] * 1e3, gflop / med[side, name]
-        rows.append(row)
-    attn = {"name": "causal attention fwd+bwd", "count": L,
-            "gflop": 12 * seq_len * D * tokens / 1e9}  # per layer, full T x T (analytic count)
-    for side in sides:
-        attn[f"{side}_ms"] = med[side, "attention"] * 1e3
-        attn[f"{side}_gflops"] = attn["gflop"] / med[side, "attention"]
-    rows.append(attn)
+            row[f"{side}_ms"], row[f"{side}_gflops"] = (med[side, key] * 1e3,
+                                                        row["gflop"] / med[side, key])
     flops = step_flops(L, D, F, V, batch, seq_len)["per_step"]
-    totals = {s: sum(med[s, name] * count for name, *_, count in products) + L * med[s, "attention"]
-              for s in sides}
-    peak = max(2 * 2048**3 / med[s, "peak"] / 1e9 for s in sides)
+    totals = {s: sum(med[s, name] * count for name, *_, count in products)
+              + L * med[s, "attention"] for s in sides}
     out = {"model": model, "batch": batch, "seq_len": seq_len, "rounds": rounds, "rows": rows,
-           "peak_gflops": peak, "step_gflop": flops / 1e9,
-           "matmul_ms_per_step": {k: v * 1e3 for k, v in totals.items()},
+           "peak_gflops": max(2 * 2048**3 / med[s, "peak"] / 1e9 for s in sides),
+           "step_gflop": flops / 1e9, "matmul_ms_per_step": {k: v * 1e3 for k, v in totals.items()},
            "ceiling_gflops": {k: flops / v / 1e9 for k, v in totals.items()}}
     if with_step:
         out["zoo_step_ms"] = med["jax", "step"] * 1e3
     return out
 
 
-def print_table(r: dict) -> None:
-    sides = list(r["matmul_ms_per_step"])
-    print("| product (M, K, N) | x per step | " +
-          " | ".join(f"{s} ms (GFLOP/s)" for s in sides) + " |")
-    print("|---|---|" + "---|" * len(sides))
-    for row in r["rows"]:
-        shape = f" ({row['m']}, {row['k']}, {row['n']})" if "m" in row else ""
-        print(f"| {row['name']}{shape} | {row['count']} | " + " | ".join(
-            f"{row[f'{s}_ms']:.2f} ({row[f'{s}_gflops']:.0f})" for s in sides) + " |")
-    peak = r["peak_gflops"]
+def print_results(r: dict) -> None:
+    sides, peak = list(r["matmul_ms_per_step"]), r["peak_gflops"]
+    print_table(["product (M, K, N)", "x per step"] + [f"{s} ms (GFLOP/s)" for s in sides], [
+        [row["name"] + (f" ({row['m']}, {row['k']}, {row['n']})" if "m" in row else ""),
+         row["count"]] + [f"{row[f'{s}_ms']:.2f} ({row[f'{s}_gflops']:.0f})" for s in sides]
+        for row in r["rows"]])
     print(f"peak (2048² matmul, median of the same rounds): {peak:.1f} GFLOP/s")
     for s in sides:
         print(f"{s}: the step's matmuls alone take {r['matmul_ms_per_step'][s]:.0f} ms -> "
@@ -221,18 +171,14 @@ def print_table(r: dict) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="gpt_tiny")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--rounds", type=int, default=15)
+    add_options(p, model="gpt_tiny", batch=16, seq_len=256, rounds=15, json=None)
     p.add_argument("--no-step", action="store_true", help="skip timing the zoo's full step")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--numpy", action="store_true", help="also time the products in numpy")
-    p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     r = measure(args.model, args.batch, args.seq_len, args.rounds, not args.no_torch,
                 not args.no_step, args.numpy)
-    print_table(r)
+    print_results(r)
     write_json(args.json, r)
     return r
 

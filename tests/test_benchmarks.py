@@ -5,12 +5,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from benchmarks import mfu
 from benchmarks.gpt_step import padded_vocab, step_flops
 from benchmarks.harness import parse_overrides
 from benchmarks.matmul_ceiling import step_matmuls
+
+
+@pytest.fixture(autouse=True)
+def _denormals_back_on():
+    """The PyTorch sides flush denormals to zero process-wide (as XLA-CPU does, for a fair
+    race); the tests after these need IEEE floats back (hypothesis refuses to run without)."""
+    yield
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_flush_denormal(False)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,3 +185,115 @@ def test_benchmarks_import_nothing_the_gpu_host_lacks():
         "import zoo.train.state\n"
         "import zoo.tasks.causal_lm, zoo.tasks.masked_lm\n")
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
+
+
+# The zoo's parameters under the names of transformer_step's torch models.
+def _np(x):
+    return np.array(x, np.float32)  # a writable copy, as torch.from_numpy wants
+
+
+def _attention(prefix: str, kernels: list, biases: list, out: dict) -> dict:
+    """zoo (D, ..., N, H) projections (q, k, v in order) -> torch MultiheadAttention's."""
+    d = _np(kernels[0]).shape[0]
+    weight = np.concatenate([_np(k).reshape(d, -1) for k in kernels], axis=1).T
+    return {f"{prefix}.in_proj_weight": weight,
+            f"{prefix}.in_proj_bias": np.concatenate([_np(b).reshape(-1) for b in biases]),
+            f"{prefix}.out_proj.weight": _np(out["kernel"]).reshape(-1, d).T,
+            f"{prefix}.out_proj.bias": _np(out["bias"])}
+
+
+def _pair(prefix: str, p: dict, weight: str = "kernel") -> dict:
+    """A Dense (its kernel transposed) or a LayerNorm (its scale) as torch's weight and bias."""
+    w = _np(p[weight])
+    return {f"{prefix}.weight": w.T if weight == "kernel" else w, f"{prefix}.bias": _np(p["bias"])}
+
+
+def _layer(t: str, layer: dict, norms: tuple[str, ...] = ("ln_attn", "ln_mlp")) -> dict:
+    """A zoo encoder (decoder) layer as torch's nn.TransformerEncoderLayer (DecoderLayer) `t`."""
+    a, mlp = layer["attn"], layer["mlp"]
+    sd = _attention(f"{t}.self_attn", [a["qkv"]["kernel"]], [a["qkv"]["bias"]], a["out"])
+    for i, norm in enumerate(norms):
+        sd |= _pair(f"{t}.norm{i + 1}", layer[norm], "scale")
+    return sd | _pair(f"{t}.linear1", mlp["fc"]) | _pair(f"{t}.linear2", mlp["proj"])
+
+
+def _seq2seq_state_dict(params: dict, cfg) -> dict:
+    sd = {"embed.weight": _np(params["embedding"]["embedding"])}
+    for i in range(cfg.num_encoder_layers):
+        sd |= _layer(f"transformer.encoder.layers.{i}", params["encoder"][f"layers_{i}"])
+    for i in range(cfg.num_decoder_layers):
+        layer, t = params["decoder"][f"layers_{i}"], f"transformer.decoder.layers.{i}"
+        c = layer["cross_attn"]
+        sd |= _layer(t, layer, ("ln_attn", "ln_cross", "ln_mlp")) | _attention(
+            f"{t}.multihead_attn", [c["query"]["kernel"], c["kv"]["kernel"]],
+            [c["query"]["bias"], c["kv"]["bias"]], c["out"])
+    return sd
+
+
+def _bert_state_dict(params: dict, cfg) -> dict:
+    b = params["bert"]
+    sd = {"word.weight": _np(b["word_embeddings"]["embedding"]),
+          "position": _np(b["position_embeddings"]),
+          "segment.weight": _np(b["segment_embeddings"]["embedding"]),
+          "mlm_bias": _np(params["mlm_bias"])}
+    sd |= _pair("ln_embeddings", b["ln_embeddings"], "scale") | _pair("pooler", b["pooler"])
+    for i in range(cfg.num_layers):
+        sd |= _layer(f"encoder.layers.{i}", b[f"layers_{i}"])
+    return sd | _pair("mlm_dense", params["mlm_dense"]) | _pair("mlm_ln", params["mlm_ln"], "scale")
+
+
+def _losses(name: str, task: str, batch: dict, torch_side_fn, state_dict, torch_inputs,
+            settings: dict | None = None, **overrides) -> tuple[float, float]:
+    """Parameter counts and the loss of `batch` under the zoo's initial parameters, in the zoo
+    and in the torch model `torch_side_fn(config, task)` holding them (the counts equal)."""
+    import torch
+
+    import zoo
+    from benchmarks.harness import to_torch
+    from zoo.tasks import get_task
+
+    model = zoo.create_model(name, dropout_rate=0.0, **overrides)
+    task = get_task(task, model.config, **(settings or {}))
+    example = task.example_inputs(model.config, batch["inputs"].shape[1])
+    params = jax.jit(model.init)(jax.random.key(0), *example)["params"]
+    loss_sum, sums = jax.jit(lambda p, b: task.loss(model.apply, p, b, jax.random.key(3),
+                                                    train=False))(params, batch)
+    torch_side = torch_side_fn(model.config, task)
+    assert torch_side.num_params == sum(x.size for x in jax.tree.leaves(params))
+    torch_side.model.load_state_dict(to_torch(state_dict(params, model.config)))
+    with torch.no_grad():
+        torch_loss = torch_side.loss_fn(torch_side.model, *to_torch(
+            {i: np.array(x) for i, x in enumerate(torch_inputs)}).values())
+    return float(loss_sum / sums["weight"]), float(torch_loss)
+
+
+@pytest.mark.slow
+def test_transformer_step_torch_models_compute_the_zoos_loss():
+    """transformer_step's PyTorch sides are the zoo's models: the same parameter counts (BERT's
+    with the unused pooler), and the zoo's initial parameters loaded into them give the zoo's
+    loss (BERT: on the positions and corruption the zoo's task draws)."""
+    pytest.importorskip("torch")
+    from benchmarks import transformer_step as ts
+    from zoo.tasks.masked_lm import mask_tokens
+
+    shape = dict(emb_dim=32, num_heads=2, mlp_dim=64, vocab_size=120, max_len=16)
+    batch = ts.seq2seq_batch(2, 12, 10, 120, 0.5, seed=7)
+    zoo_loss, torch_loss = _losses(
+        "transformer_tiny", "seq2seq", batch,
+        lambda cfg, task: ts.TorchSeq2SeqStep(cfg, batch, task.label_smoothing),
+        _seq2seq_state_dict, (batch["inputs"], batch["targets"], batch["weights"]),
+        {"label_smoothing": 0.1}, num_encoder_layers=2, num_decoder_layers=2, **shape)
+    assert torch_loss == pytest.approx(zoo_loss, rel=1e-5)
+
+    batch = ts.mlm_batch(2, 16, 120, 0.5, seed=7)
+    valid = batch["weights"] > 0  # the task's own masking of this batch, with _losses' rng
+    corrupted, positions, weights = (np.asarray(x) for x in mask_tokens(
+        jax.random.split(jax.random.key(3))[0], jnp.asarray(batch["inputs"]), jnp.asarray(valid),
+        vocab_size=120, mask_token_id=103, mask_rate=0.15))
+    targets = np.take_along_axis(batch["inputs"], positions, axis=1)
+    zoo_loss, torch_loss = _losses(
+        "bert_tiny", "masked_lm", batch,
+        lambda cfg, task: ts.TorchBertStep(cfg, batch, task.mask_rate), _bert_state_dict,
+        (corrupted, valid, positions, targets, weights), num_layers=2, mask_token_id=103,
+        **shape)
+    assert weights.sum() > 0 and torch_loss == pytest.approx(zoo_loss, rel=1e-5)
