@@ -3,9 +3,11 @@
     python -m experiments.train --config experiments/configs/gpt_tiny.py --workdir /tmp/gpt_tiny \
         [--config.key=value ...]
 
-Rerunning on the same workdir resumes from its latest checkpoint. A bad flag, config or override
-is one line `error: ...` on stderr (exit 2; other expected failures exit 1); --debug shows the
-traceback instead.
+Rerunning on the same workdir resumes from its latest checkpoint. Several processes (hosts) run
+the same command each; jax.distributed starts from the cluster's environment (SLURM, Open MPI,
+Kubernetes, TPU VM) or --config.coordinator_address / num_processes / process_id (README,
+"Training on many accelerators"). A bad flag, config or override is one line `error: ...` on
+stderr (exit 2; other expected failures exit 1); --debug shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -34,12 +36,20 @@ def final_report(metrics: dict, baselines: dict) -> str:
         loss, entropy = metrics["loss"], baselines["unigram_entropy"]
         gap = 100 * (1 - loss / entropy)
         relation = f"{gap:.1f}% below" if gap >= 0 else f"{-gap:.1f}% above"
-        return (f"final validation loss {loss:.4f} nats/token vs unigram entropy {entropy:.4f} "
-                f"({relation})")
+        per_byte = (f" = {loss_per_byte(metrics, baselines):.4f} nats/byte"
+                    if "eval_bytes_per_token" in baselines else "")
+        return (f"final validation loss {loss:.4f} nats/token{per_byte} vs unigram entropy "
+                f"{entropy:.4f} ({relation})")
     if "majority_accuracy" in baselines and "accuracy" in metrics:
         return (f"final held-out accuracy {metrics['accuracy']:.4f} vs majority-class baseline "
                 f"{baselines['majority_accuracy']:.4f}")
     return "final eval: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+
+
+def loss_per_byte(metrics: dict, baselines: dict) -> float:
+    """The eval loss in nats per UTF-8 byte of the eval text (total loss / total bytes), which
+    compares models with different tokenizers: loss per token / bytes per token."""
+    return metrics["loss"] / baselines["eval_bytes_per_token"]
 
 
 def main(argv):
@@ -48,10 +58,14 @@ def main(argv):
     if os.path.exists(FLAGS.workdir) and not os.path.isdir(FLAGS.workdir):
         raise WorkdirError(f"--workdir {FLAGS.workdir!r} is a file, not a directory; pass a new "
                            "or existing directory.")
+    from zoo.train.distributed import initialize_distributed
+
+    initialize_distributed(FLAGS.config)  # before any JAX computation
     from zoo.train.loop import train_and_evaluate
 
     summary = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    print(final_report(summary["eval"], summary["baselines"]), flush=True)
+    if summary["is_chief"]:
+        print(final_report(summary["eval"], summary["baselines"]), flush=True)
     if summary["interrupted"]:
         sys.exit(143 if summary["interrupted"] == "SIGTERM" else 130)
 

@@ -121,7 +121,7 @@ def test_every_preset_passes_its_own_checks():
     ("gpt_tiny", dict(keep_checkpoints=0), r"config\.keep_checkpoints must be"),
     ("gpt_tiny", dict(loss_chunk_size=0), r"config\.loss_chunk_size must be"),
     ("gpt_tiny", dict(nonfinite_policy="ignore"), r"config\.nonfinite_policy must be one of"),
-    ("gpt_tiny", dict(parallel="mesh"), r"config\.parallel must be one of"),
+    ("gpt_tiny", dict(parallel="shard_map"), r"config\.parallel must be one of"),
     ("gpt_tiny", dict(model="gpt_huge"), r"unknown model 'gpt_huge'"),
     ("transformer_tiny", dict(label_smoothing=1.0), r"config\.label_smoothing must be in "
                                                     r"\[0, 1\)"),

@@ -30,7 +30,7 @@ def test_a_long_run_keeps_memory_and_live_buffers_flat(tmp_path, monkeypatch):
 
     monkeypatch.setattr(MetricWriter, "write", sampling_write)
     config = tiny_config(num_train_steps=STEPS, emb_dim=16, num_heads=2, num_layers=1,
-                         mlp_dim=32, seq_len=16, max_len=16, per_device_batch_size=2,
+                         mlp_dim=32, seq_len=16, max_len=16, per_device_batch_size=1,
                          parallel="jit", log_every_steps=50, eval_every_steps=250,
                          num_eval_batches=2, checkpoint_every_steps=500, keep_checkpoints=2)
     summary = loop.train_and_evaluate(config, str(tmp_path))

@@ -9,6 +9,7 @@ each supports and how BERT's heads are chosen). Usage::
 
     name, model, params = load_hf_checkpoint("path/to/gpt2")  # a save_pretrained() directory
     logits = model.apply({"params": params}, tokens)  # (B, T, V), as GPT2LMHeadModel's
+    tokenizer = load_hf_tokenizer("path/to/gpt2")  # zoo.convert.hf_tokenizer: its tokenizer
 
     name, model, params = load_hf_checkpoint("path/to/bert-base-uncased")
     logits = model.apply({"params": params}, tokens, lengths, segments=token_type_ids)

@@ -27,8 +27,10 @@ from zoo.models.inputs import check_tokens
 from zoo.models.stack_settings import StackSettings
 from zoo.nn.attention import check_implementation, padding_mask
 from zoo.nn.dense import dense_dot_general
+from zoo.nn.logical_axes import axes, dense_axes, embed_axes, norm_axes
 from zoo.nn.precision import dtype_of
-from zoo.nn.transformer import ACTIVATIONS, EncoderBlock, Positions, run_layers
+from zoo.nn.transformer import (ACTIVATIONS, EncoderBlock, Positions, run_layers,
+                                segment_positions, token_positions)
 from zoo.nn.vocab_head import pad_multiple, tied_head
 
 HEADS = ("mlm", "classification", "tagging")
@@ -87,11 +89,14 @@ class BertEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, inputs: jax.Array, valid: jax.Array, segments: jax.Array | None = None,
-                 *, lengths: jax.Array | None = None,
+                 *, lengths: jax.Array | None = None, segment_ids: jax.Array | None = None,
+                 position_ids: jax.Array | None = None,
                  train: bool = False) -> tuple[jax.Array, jax.Array]:
         """inputs (B, T), valid (B, T) bool, segments (B, T) or None (all 0); `lengths` (B,)
         when `valid` is a prefix per row (right padding): attention then takes key lengths,
-        which cuDNN's and the TPU's flash kernels accept, instead of a boolean mask."""
+        which cuDNN's and the TPU's flash kernels accept, instead of a boolean mask.
+        Packed rows: `segment_ids` (B, T) (0 = padding; attention stays within a segment,
+        lengths and valid are then not used for it) and `position_ids` (B, T)."""
         cfg = self.config
         init = nn.initializers.normal(0.02)
         dtype = dtype_of(cfg.compute_dtype)
@@ -99,16 +104,17 @@ class BertEncoder(nn.Module):
         if segments is None:
             segments = jnp.zeros_like(inputs)
         length = inputs.shape[1]
-        x = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=init, param_dtype=param_dtype,
-                     name="word_embeddings")(inputs)
+        x = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=embed_axes(init),
+                     param_dtype=param_dtype, name="word_embeddings")(inputs)
         positions = Positions(cfg.max_len, cfg.emb_dim, init=init,
                               param_name="position_embeddings", param_dtype=param_dtype)
         nn.share_scope(self, positions)  # the table stays where BERT checkpoints keep it
-        x = x + positions(length)[None]  # (B, T, D)
-        x = x + nn.Embed(cfg.type_vocab_size, cfg.emb_dim, embedding_init=init,
+        x = x + token_positions(positions, length, ids=position_ids)  # (B, T, D)
+        x = x + nn.Embed(cfg.type_vocab_size, cfg.emb_dim,
+                         embedding_init=embed_axes(init, vocab=None),
                          param_dtype=param_dtype, name="segment_embeddings")(segments)
         x = nn.LayerNorm(epsilon=cfg.ln_epsilon, dtype=dtype, param_dtype=param_dtype,
-                         name="ln_embeddings")(x)
+                         **norm_axes(), name="ln_embeddings")(x)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
         block_kwargs = dict(pre_ln=False, dropout_rate=cfg.dropout_rate, deterministic=not train,
                             ln_epsilon=cfg.ln_epsilon, dtype=dtype, param_dtype=param_dtype,
@@ -117,7 +123,10 @@ class BertEncoder(nn.Module):
                             out_kernel_init=init,
                             attention_implementation=cfg.attention_implementation)
         mask = None if lengths is not None else padding_mask(valid)
-        x = run_layers(EncoderBlock, block_kwargs, cfg.num_layers, x, mask, lengths,
+        packed = ()
+        if segment_ids is not None:
+            mask, lengths, packed = None, None, (segment_ids,)
+        x = run_layers(EncoderBlock, block_kwargs, cfg.num_layers, x, mask, lengths, *packed,
                        scan=cfg.scan_layers, remat=cfg.remat,
                        unroll=cfg.scan_unroll)  # (B, T, D)
         if cfg.pooling == "cls":
@@ -127,8 +136,9 @@ class BertEncoder(nn.Module):
             first = jnp.sum(x * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
         else:
             raise ValueError(f"pooling must be 'cls' or 'mean'; got {cfg.pooling!r}.")
-        pooled = jnp.tanh(nn.Dense(cfg.emb_dim, kernel_init=init, dtype=dtype,
-                                   param_dtype=param_dtype, name="pooler")(first))  # (B, D)
+        pooled = jnp.tanh(nn.Dense(cfg.emb_dim, **dense_axes("embed", "mlp", kernel_init=init),
+                                   dtype=dtype, param_dtype=param_dtype,
+                                   name="pooler")(first))  # (B, D)
         return x, pooled
 
 
@@ -144,6 +154,10 @@ class Bert(nn.Module):
     Head "mlm" with `positions` (B, P) int runs the head at those positions only -> logits
     (B, P, V), as the original BERT's pretraining does (zoo.tasks.masked_lm);
     `output_head=True` returns that head's `zoo.nn.vocab_head.OutputHead` instead of logits.
+    Packed rows (several documents per row, masked-LM pretraining): `segment_ids` (B, T) int
+    (0 = padding, 1.. = the document; `lengths` is then ignored) keep attention inside each
+    document, and `position_ids` (B, T) (default: restarting at 0 in each segment) index the
+    position table. (`segments` are BERT's token types, `positions` the MLM slots.)
     """
 
     config: BertConfig
@@ -151,7 +165,8 @@ class Bert(nn.Module):
     @nn.compact
     def __call__(self, inputs: jax.Array, lengths: jax.Array | None = None, *,
                  segments: jax.Array | None = None, positions: jax.Array | None = None,
-                 train: bool = False, return_hidden: bool = False, output_head: bool = False):
+                 train: bool = False, return_hidden: bool = False, output_head: bool = False,
+                 segment_ids: jax.Array | None = None, position_ids: jax.Array | None = None):
         cfg = self.config
         check_tokens(inputs, cfg.vocab_size, cfg.max_len)
         check_implementation(cfg.attention_implementation)
@@ -160,13 +175,19 @@ class Bert(nn.Module):
         if positions is not None and cfg.head != "mlm":
             raise ValueError(f"positions select the tokens the MLM head predicts; head "
                              f"{cfg.head!r} has none. Drop positions or use head='mlm'.")
-        if lengths is None:
+        if segment_ids is not None:
+            valid, lengths = segment_ids > 0, None
+            if position_ids is None:
+                position_ids = segment_positions(segment_ids)
+        elif lengths is None:
             valid = inputs != cfg.pad_token_id
         else:
             lengths = jnp.clip(lengths, 0, inputs.shape[1]).astype(jnp.int32)
             valid = jnp.arange(inputs.shape[1])[None, :] < lengths[:, None]  # (B, T)
         encoder = BertEncoder(cfg, name="bert")
-        sequence, pooled = encoder(inputs, valid, segments, lengths=lengths, train=train)
+        sequence, pooled = encoder(inputs, valid, segments, lengths=lengths,
+                                   segment_ids=segment_ids, position_ids=position_ids,
+                                   train=train)
         if return_hidden:
             return sequence, pooled
         init = nn.initializers.normal(0.02)
@@ -175,20 +196,23 @@ class Bert(nn.Module):
                 sequence = jnp.take_along_axis(sequence, positions[..., None], axis=1)  # B,P,D
             dtype = dtype_of(cfg.compute_dtype)
             param_dtype = dtype_of(cfg.param_dtype, "param_dtype")
-            h = nn.Dense(cfg.emb_dim, kernel_init=init, dtype=dtype, param_dtype=param_dtype,
+            h = nn.Dense(cfg.emb_dim, **dense_axes("embed", "mlp", kernel_init=init),
+                         dtype=dtype, param_dtype=param_dtype,
                          dot_general=dense_dot_general, name="mlm_dense")(sequence)
             h = ACTIVATIONS[cfg.activation](h)
             h = nn.LayerNorm(epsilon=cfg.ln_epsilon, dtype=dtype, param_dtype=param_dtype,
-                             name="mlm_ln")(h)
-            table = encoder.variables["params"]["word_embeddings"]["embedding"]  # (V, D), tied
-            bias = self.param("mlm_bias", nn.initializers.zeros, (cfg.vocab_size,), param_dtype)
+                             **norm_axes(), name="mlm_ln")(h)
+            # (V, D), tied; unboxed, as it is a box while logical axes are recorded
+            table = nn.unbox(encoder.variables["params"]["word_embeddings"]["embedding"])
+            bias = self.param("mlm_bias", axes(nn.initializers.zeros, "vocab"),
+                              (cfg.vocab_size,), param_dtype)
             head = tied_head(h, table, bias=bias, dtype=dtype,
                              multiple=pad_multiple(cfg.vocab_pad_multiple))
             return head if output_head else head.logits()  # (B, T|P, V) float32
         drop = nn.Dropout(cfg.dropout_rate)
         features = pooled if cfg.head == "classification" else sequence
         features = drop(features, deterministic=not train)
-        return nn.Dense(cfg.num_classes, kernel_init=init,
+        return nn.Dense(cfg.num_classes, **dense_axes("embed", "classes", kernel_init=init),
                         param_dtype=dtype_of(cfg.param_dtype, "param_dtype"), name="classifier")(
             features.astype(jnp.float32))  # (B, C) or (B, T, C) float32
 

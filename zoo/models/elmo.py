@@ -21,6 +21,7 @@ from zoo.errors import ConfigError
 from zoo.models.config_checks import check_choices, check_ranges
 from zoo.models.inputs import check_tokens
 from zoo.nn.cells import accumulating_dot_general
+from zoo.nn.logical_axes import dense_axes, embed_axes
 from zoo.nn.precision import dtype_of
 from zoo.nn.recurrent import RecurrentLayer
 from zoo.nn.scalar_mix import ScalarMix
@@ -71,7 +72,8 @@ class ELMoBiLM(nn.Module):
         param_dtype = dtype_of(cfg.param_dtype, "param_dtype")
         dtypes = dict(dtype=dtype, param_dtype=param_dtype)
         dropout = nn.Dropout(cfg.dropout_rate, deterministic=not train)
-        x = nn.Embed(cfg.vocab_size, cfg.emb_dim, **dtypes, name="embed")(tokens)  # (B, T, E)
+        x = nn.Embed(cfg.vocab_size, cfg.emb_dim, **dtypes, embedding_init=embed_axes(),
+                     name="embed")(tokens)  # (B, T, E)
         layers = [jnp.concatenate([x, x], axis=-1)]
         fwd, bwd = dropout(x), dropout(x)
         for layer in range(cfg.num_layers):
@@ -83,8 +85,9 @@ class ELMoBiLM(nn.Module):
             fwd, bwd = dropout(fwd), dropout(bwd)
         if return_layers:
             return jnp.stack(layers)  # (L + 1, B, T, 2H) compute dtype
+        # shared by both directions; float32 logits
         softmax = nn.Dense(cfg.vocab_size, **dtypes, dot_general=accumulating_dot_general,
-                           name="softmax")  # shared by both directions; float32 logits
+                           **dense_axes("hidden", "vocab"), name="softmax")
         return softmax(fwd), softmax(bwd)
 
 

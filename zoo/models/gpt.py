@@ -19,8 +19,10 @@ import jax.numpy as jnp
 from zoo.models.config_checks import check_choices, check_ranges
 from zoo.models.inputs import check_tokens
 from zoo.models.stack_settings import StackSettings
+from zoo.nn.logical_axes import embed_axes, norm_axes
 from zoo.nn.precision import dtype_of
-from zoo.nn.transformer import DecoderBlock, Positions, decode_start, run_layers
+from zoo.nn.transformer import (DecoderBlock, Positions, decode_start, run_layers,
+                                segment_positions, token_positions)
 from zoo.nn.vocab_head import OutputHead, pad_multiple, tied_head
 
 
@@ -71,26 +73,38 @@ class GPT(nn.Module):
     `init_cache` and `zoo.decode`. With `output_head=True` it returns the
     `zoo.nn.vocab_head.OutputHead` (final features and padded output kernel) instead of logits,
     for a loss that never materialises them all (`zoo.tasks.losses`).
+
+    Packed rows (several documents per row): `segment_ids` (B, T) int (0 = padding, 1.. = the
+    document) keep attention inside each document; `position_ids` (B, T) (default: restarting
+    at 0 in each segment, `segment_positions`) index the position table.
     """
 
     config: GPTConfig
 
     @nn.compact
     def __call__(self, tokens: jax.Array, *, train: bool = False, decode: bool = False,
-                 output_head: bool = False) -> jax.Array | OutputHead:
+                 output_head: bool = False, segment_ids: jax.Array | None = None,
+                 position_ids: jax.Array | None = None) -> jax.Array | OutputHead:
         cfg = self.config
         check_tokens(tokens, cfg.vocab_size, cfg.max_len)
+        if decode and (segment_ids is not None or position_ids is not None):
+            raise ValueError("segment_ids / position_ids are for packed training rows; decoding "
+                             "on a cache takes one sequence per row: drop them.")
+        if segment_ids is not None and position_ids is None:
+            position_ids = segment_positions(segment_ids)
         dtype = dtype_of(cfg.compute_dtype)
         param_dtype = dtype_of(cfg.param_dtype, "param_dtype")
         batch, length = tokens.shape
 
-        embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=nn.initializers.normal(0.02),
+        embed = nn.Embed(cfg.vocab_size, cfg.emb_dim,
+                         embedding_init=embed_axes(nn.initializers.normal(0.02)),
                          param_dtype=param_dtype, name="wte")
         wpe = Positions(cfg.max_len, cfg.emb_dim, init=nn.initializers.normal(0.01),
                         param_name="wpe", param_dtype=param_dtype)
         nn.share_scope(self, wpe)  # the table stays at the top level, as GPT-2's `wpe`
-        positions = wpe(length, decode_start(self, length) if decode else 0)  # (T, D)
-        x = embed(tokens) + positions[None]  # (B, T, D)
+        positions = token_positions(wpe, length, decode_start(self, length) if decode else 0,
+                                    position_ids)  # (1 | B, T, D)
+        x = embed(tokens) + positions  # (B, T, D)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
 
         block_kwargs = dict(
@@ -109,10 +123,12 @@ class GPT(nn.Module):
             out_kernel_init=nn.initializers.normal(0.02 / math.sqrt(2 * cfg.num_layers)),
             attention_implementation=cfg.attention_implementation,
         )
-        x = run_layers(DecoderBlock, block_kwargs, cfg.num_layers, x, scan=cfg.scan_layers,
-                       remat=cfg.remat, unroll=cfg.scan_unroll)
+        packed = () if segment_ids is None else (None, None, None, segment_ids)
+        x = run_layers(DecoderBlock, block_kwargs, cfg.num_layers, x, *packed,
+                       scan=cfg.scan_layers, remat=cfg.remat, unroll=cfg.scan_unroll)
 
-        x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, param_dtype=param_dtype, name="ln_f")(x)
+        x = nn.LayerNorm(epsilon=1e-5, dtype=dtype, param_dtype=param_dtype, **norm_axes(),
+                         name="ln_f")(x)
         # Output tied to the token embedding: features (B, T, D) @ embeddingᵀ (D, Vp).
         head = tied_head(x, embed.embedding, multiple=pad_multiple(cfg.vocab_pad_multiple),
                          dtype=dtype)

@@ -19,6 +19,7 @@ from zoo.errors import InputError
 from zoo.models.config_checks import check_choices, check_ranges
 from zoo.models.inputs import check_tokens
 from zoo.nn.cells import accumulating_dot_general, accumulation_dtype, cast
+from zoo.nn.logical_axes import dense_axes, embed_axes
 from zoo.nn.precision import dtype_of
 from zoo.nn.recurrent import RecurrentStack, stack_over_tokens
 
@@ -57,7 +58,7 @@ def _encode(cfg: Any, tokens: jax.Array, lengths: jax.Array | None, train: bool)
     dtype = dtype_of(cfg.compute_dtype)
     param_dtype = dtype_of(cfg.param_dtype, "param_dtype")
     embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, dtype=dtype, param_dtype=param_dtype,
-                     name="embed")
+                     embedding_init=embed_axes(), name="embed")
     stack = RecurrentStack(cfg.cell, cfg.hidden_size, cfg.num_layers, cfg.bidirectional,
                            cfg.dropout_rate, cfg.unroll, dtype=dtype, param_dtype=param_dtype,
                            implementation=cfg.rnn_implementation, name="rnn")
@@ -66,7 +67,8 @@ def _encode(cfg: Any, tokens: jax.Array, lengths: jax.Array | None, train: bool)
 
 def _logits(cfg: Any, features: jax.Array, name: str) -> jax.Array:
     """Dense onto the classes: compute-dtype operands, float32 logits (..., C)."""
-    return nn.Dense(cfg.num_classes, dtype=dtype_of(cfg.compute_dtype),
+    return nn.Dense(cfg.num_classes, **dense_axes("hidden", "classes"),
+                    dtype=dtype_of(cfg.compute_dtype),
                     param_dtype=dtype_of(cfg.param_dtype, "param_dtype"),
                     dot_general=accumulating_dot_general, name=name)(features)
 

@@ -24,6 +24,7 @@ from zoo.errors import ConfigError
 from zoo.models.config_checks import check_choices, check_ranges
 from zoo.models.inputs import check_tokens
 from zoo.nn.cells import Carry
+from zoo.nn.logical_axes import axes, embed_axes
 from zoo.nn.precision import dtype_of
 from zoo.nn.recurrent import RecurrentStack, stack_over_tokens
 from zoo.nn.vocab_head import OutputHead, dense_head, tied_head
@@ -73,9 +74,9 @@ class OutputProjection(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> OutputHead:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features),
-                            self.param_dtype)  # (D, V)
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,),
+        kernel = self.param("kernel", axes(nn.initializers.lecun_normal(), "hidden", "vocab"),
+                            (x.shape[-1], self.features), self.param_dtype)  # (D, V)
+        bias = self.param("bias", axes(nn.initializers.zeros_init(), "vocab"), (self.features,),
                           self.param_dtype)  # (V,)
         return dense_head(x, kernel, bias, dtype=self.dtype)
 
@@ -109,7 +110,7 @@ class RNNLM(nn.Module):
         dtype = dtype_of(cfg.compute_dtype)
         param_dtype = dtype_of(cfg.param_dtype, "param_dtype")
         embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, dtype=dtype, param_dtype=param_dtype,
-                         name="embed")
+                         embedding_init=embed_axes(), name="embed")
         stack = RecurrentStack(cfg.cell, cfg.hidden_size, cfg.num_layers,
                                dropout_rate=cfg.dropout_rate, unroll=cfg.unroll, dtype=dtype,
                                param_dtype=param_dtype, implementation=cfg.rnn_implementation,

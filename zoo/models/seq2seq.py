@@ -42,6 +42,7 @@ from zoo.errors import ConfigError
 from zoo.models.config_checks import check_choices, check_ranges
 from zoo.models.inputs import check_tokens
 from zoo.nn.cells import cell_params, get_cell_type, project_inputs
+from zoo.nn.logical_axes import dense_axes, embed_axes
 from zoo.nn.precision import dtype_of
 from zoo.nn.recurrent import RecurrentStack
 from zoo.nn.rnn_attention import BahdanauAttention, LuongAttention
@@ -161,7 +162,8 @@ class AttentionDecoder(nn.Module):
         else:
             self.attention = LuongAttention(cfg.attention.removeprefix("luong_"), hidden,
                                             dtype=dtype)
-            self.combine = nn.Dense(hidden, use_bias=False, dtype=dtype)  # W_c
+            self.combine = nn.Dense(hidden, use_bias=False, dtype=dtype,
+                                    **dense_axes("embed", "hidden"))  # W_c
         self.dropout = nn.Dropout(cfg.dropout_rate)
 
     def project_keys(self, values: jax.Array) -> jax.Array:
@@ -230,14 +232,16 @@ class Seq2Seq(nn.Module):
         cfg = self.config
         _check_config(cfg)
         dtype = dtype_of(cfg.compute_dtype)
-        self.src_embed = nn.Embed(cfg.vocab_size, cfg.emb_dim)  # the recurrences run in float32
-        self.tgt_embed = nn.Embed(cfg.vocab_size, cfg.emb_dim)
+        # the recurrences run in float32
+        self.src_embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=embed_axes())
+        self.tgt_embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=embed_axes())
         self.encoder = RecurrentStack(cfg.cell, cfg.hidden_size, cfg.num_layers,
                                       bidirectional=cfg.bidirectional_encoder,
                                       dropout_rate=cfg.dropout_rate, unroll=cfg.unroll)
         if cfg.bidirectional_encoder:  # one Dense per carry part, shared by the layers
             parts = get_cell_type(cfg.cell).carry_parts
-            self.bridge = [nn.Dense(cfg.hidden_size) for _ in range(parts)]
+            self.bridge = [nn.Dense(cfg.hidden_size, **dense_axes("embed", "hidden"))
+                           for _ in range(parts)]
         if cfg.attention == "none":
             self.decoder = RecurrentStack(cfg.cell, cfg.hidden_size, cfg.num_layers,
                                           dropout_rate=cfg.dropout_rate, unroll=cfg.unroll)
@@ -245,7 +249,7 @@ class Seq2Seq(nn.Module):
             self.decoder = AttentionDecoder(cfg)
         self.dropout = nn.Dropout(cfg.dropout_rate)
         if not cfg.tie_embeddings:
-            self.output = nn.Dense(cfg.vocab_size, dtype=dtype)
+            self.output = nn.Dense(cfg.vocab_size, dtype=dtype, **dense_axes("hidden", "vocab"))
 
     # -- encoder ---------------------------------------------------------------------------
 

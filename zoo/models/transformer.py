@@ -25,9 +25,11 @@ import jax.numpy as jnp
 from zoo.models.config_checks import check_choices, check_ranges
 from zoo.models.inputs import check_tokens
 from zoo.models.stack_settings import StackSettings
+from zoo.nn.logical_axes import dense_axes, embed_axes, norm_axes
 from zoo.nn.attention import check_implementation, padding_mask
 from zoo.nn.precision import dtype_of
-from zoo.nn.transformer import DecoderBlock, EncoderBlock, Positions, decode_start, run_layers
+from zoo.nn.transformer import (DecoderBlock, EncoderBlock, Positions, decode_start, run_layers,
+                                segment_positions, token_positions)
 from zoo.special_tokens import BOS_ID, PAD_ID
 
 
@@ -86,18 +88,23 @@ class Encoder(nn.Module):
     embed: nn.Embed
 
     @nn.compact
-    def __call__(self, inputs: jax.Array, *, train: bool = False) -> jax.Array:
-        """inputs (B, S) -> encoded (B, S, D)."""
+    def __call__(self, inputs: jax.Array, *, train: bool = False,
+                 segment_ids: jax.Array | None = None,
+                 position_ids: jax.Array | None = None) -> jax.Array:
+        """inputs (B, S), segment_ids / position_ids (B, S) of packed rows or None
+        -> encoded (B, S, D)."""
         cfg = self.config
         x = self.embed(inputs) * math.sqrt(cfg.emb_dim)
-        x = x + _positions(cfg)(inputs.shape[1])[None]  # (B, S, D)
+        x = x + token_positions(_positions(cfg), inputs.shape[1], ids=position_ids)  # (B, S, D)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
+        masks = ((padding_mask(inputs != PAD_ID),) if segment_ids is None
+                 else (None, None, segment_ids))
         x = run_layers(EncoderBlock, _block_kwargs(cfg, train), cfg.num_encoder_layers, x,
-                       padding_mask(inputs != PAD_ID), scan=cfg.scan_layers, remat=cfg.remat,
-                       unroll=cfg.scan_unroll)
+                       *masks, scan=cfg.scan_layers, remat=cfg.remat, unroll=cfg.scan_unroll)
         if cfg.pre_ln:
             x = nn.LayerNorm(epsilon=1e-5, dtype=dtype_of(cfg.compute_dtype),
-                             param_dtype=dtype_of(cfg.param_dtype, "param_dtype"), name="ln_f")(x)
+                             param_dtype=dtype_of(cfg.param_dtype, "param_dtype"), **norm_axes(),
+                             name="ln_f")(x)
         return x
 
 
@@ -108,26 +115,34 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, encoded: jax.Array | None, source_valid: jax.Array,
                  decoder_inputs: jax.Array, *, train: bool = False,
-                 decode: bool = False) -> jax.Array:
+                 decode: bool = False, segment_ids: jax.Array | None = None,
+                 position_ids: jax.Array | None = None,
+                 source_segment_ids: jax.Array | None = None) -> jax.Array:
         """encoded (B, S, D) (None in a decoding step), source_valid (B, S) bool,
-        decoder_inputs (B, T) -> logits (B, T, V)."""
+        decoder_inputs (B, T) -> logits (B, T, V). Packed rows: segment_ids / position_ids
+        (B, T) of the targets and source_segment_ids (B, S): target segment k attends to source
+        segment k only."""
         cfg = self.config
         length = decoder_inputs.shape[1]
         start = decode_start(self, length) if decode else 0
         y = self.embed(decoder_inputs) * math.sqrt(cfg.emb_dim)
-        y = y + _positions(cfg)(length, start)[None]  # (B, T, D)
+        y = y + token_positions(_positions(cfg), length, start, position_ids)  # (B, T, D)
         y = nn.Dropout(cfg.dropout_rate)(y, deterministic=not train)
         kwargs = dict(_block_kwargs(cfg, train), cross_attention=True, decode=decode)
-        y = run_layers(DecoderBlock, kwargs, cfg.num_decoder_layers, y, encoded,
-                       padding_mask(source_valid), scan=cfg.scan_layers, remat=cfg.remat,
-                       unroll=cfg.scan_unroll)
+        masks = ((padding_mask(source_valid),) if segment_ids is None
+                 else (None, None, segment_ids, source_segment_ids))
+        y = run_layers(DecoderBlock, kwargs, cfg.num_decoder_layers, y, encoded, *masks,
+                       scan=cfg.scan_layers, remat=cfg.remat, unroll=cfg.scan_unroll)
         if cfg.pre_ln:
             y = nn.LayerNorm(epsilon=1e-5, dtype=dtype_of(cfg.compute_dtype),
-                             param_dtype=dtype_of(cfg.param_dtype, "param_dtype"), name="ln_f")(y)
+                             param_dtype=dtype_of(cfg.param_dtype, "param_dtype"), **norm_axes(),
+                             name="ln_f")(y)
         y = y.astype(jnp.float32)
         if cfg.share_embeddings:
             return self.embed.attend(y)
-        return nn.Dense(cfg.vocab_size, kernel_init=nn.initializers.xavier_uniform(),
+        return nn.Dense(cfg.vocab_size,
+                        **dense_axes("embed", "vocab",
+                                     kernel_init=nn.initializers.xavier_uniform()),
                         param_dtype=dtype_of(cfg.param_dtype, "param_dtype"), name="logits")(y)
 
 
@@ -140,6 +155,9 @@ class Transformer(nn.Module):
         logits = model.apply(variables, inputs, decoder_inputs, train=False)
         encoded = model.apply(variables, inputs, method="encode")
         logits = model.apply(variables, encoded, inputs != 0, decoder_inputs, method="decode")
+    Packed rows (several pairs per row): `segment_ids` / `position_ids` (B, S) of the sources
+    and `decoder_segment_ids` / `decoder_position_ids` (B, T) of the targets (0 = padding,
+    pair k of a row has segment k in both; positions default to restarting per segment).
     """
 
     config: TransformerConfig
@@ -147,7 +165,7 @@ class Transformer(nn.Module):
     def setup(self):
         cfg = self.config
         check_implementation(cfg.attention_implementation)
-        embed_init = nn.initializers.normal(cfg.emb_dim**-0.5)
+        embed_init = embed_axes(nn.initializers.normal(cfg.emb_dim**-0.5))
         param_dtype = dtype_of(cfg.param_dtype, "param_dtype")
         self.embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=embed_init,
                               param_dtype=param_dtype, name="embedding")
@@ -158,22 +176,48 @@ class Transformer(nn.Module):
         self.encoder = Encoder(cfg, self.embed, name="encoder")
         self.decoder = Decoder(cfg, target_embed, name="decoder")
 
-    def encode(self, inputs: jax.Array, *, train: bool = False) -> jax.Array:
+    def encode(self, inputs: jax.Array, *, train: bool = False,
+               segment_ids: jax.Array | None = None,
+               position_ids: jax.Array | None = None) -> jax.Array:
         """inputs (B, S) -> encoded (B, S, D)."""
         check_tokens(inputs, self.config.vocab_size, self.config.max_len)
-        return self.encoder(inputs, train=train)
+        if segment_ids is not None and position_ids is None:
+            position_ids = segment_positions(segment_ids)
+        return self.encoder(inputs, train=train, segment_ids=segment_ids,
+                            position_ids=position_ids)
 
     def decode(self, encoded: jax.Array | None, source_valid: jax.Array,
                decoder_inputs: jax.Array, *, train: bool = False,
-               decode: bool = False) -> jax.Array:
+               decode: bool = False, segment_ids: jax.Array | None = None,
+               position_ids: jax.Array | None = None,
+               source_segment_ids: jax.Array | None = None) -> jax.Array:
         """Teacher-forced (or, with decode=True, cached incremental) decoding -> (B, T, V)."""
         check_tokens(decoder_inputs, self.config.vocab_size, self.config.max_len)
-        return self.decoder(encoded, source_valid, decoder_inputs, train=train, decode=decode)
+        if (segment_ids is None) != (source_segment_ids is None):
+            raise ValueError("packed decoding needs both segment_ids (targets) and "
+                             "source_segment_ids, or neither.")
+        if segment_ids is not None and decode:
+            raise ValueError("segment_ids are for packed training rows; cached decoding takes "
+                             "one pair per row: drop them.")
+        if segment_ids is not None and position_ids is None:
+            position_ids = segment_positions(segment_ids)
+        return self.decoder(encoded, source_valid, decoder_inputs, train=train, decode=decode,
+                            segment_ids=segment_ids, position_ids=position_ids,
+                            source_segment_ids=source_segment_ids)
 
     def __call__(self, inputs: jax.Array, decoder_inputs: jax.Array, *,
-                 train: bool = False) -> jax.Array:
-        encoded = self.encode(inputs, train=train)
-        return self.decode(encoded, inputs != PAD_ID, decoder_inputs, train=train)
+                 train: bool = False, segment_ids: jax.Array | None = None,
+                 position_ids: jax.Array | None = None,
+                 decoder_segment_ids: jax.Array | None = None,
+                 decoder_position_ids: jax.Array | None = None) -> jax.Array:
+        if (segment_ids is None) != (decoder_segment_ids is None):
+            raise ValueError("packed rows need both segment_ids (sources) and "
+                             "decoder_segment_ids (targets), or neither.")
+        encoded = self.encode(inputs, train=train, segment_ids=segment_ids,
+                              position_ids=position_ids)
+        return self.decode(encoded, inputs != PAD_ID, decoder_inputs, train=train,
+                           segment_ids=decoder_segment_ids, position_ids=decoder_position_ids,
+                           source_segment_ids=segment_ids)
 
 
 def init_cache(model: Transformer, inputs: jax.Array, cache_len: int) -> Any:

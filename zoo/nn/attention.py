@@ -12,7 +12,7 @@ Every attention call goes through `dot_product_attention`, which picks a kernel 
   (jax 0.10-0.11), which is why the zoo chooses for itself.
 * TPU: the Pallas flash-attention kernel (`jax.experimental.pallas.ops.tpu.flash_attention`)
   when both lengths are multiples of its 128-wide blocks and the mask is none / causal / key
-  lengths (given to the kernel as segment ids); otherwise XLA's.
+  lengths (given to the kernel as segment ids) or segment ids; otherwise XLA's.
 * CPU: the zoo's own XLA form ("blocked"): heads moved in front of the sequence axes before
   the two batched matmuls (`head_major_attention`), and causal self-attention over a whole
   sequence skips the key blocks above the diagonal (`blocked_causal_attention`). On a 2-core
@@ -24,6 +24,10 @@ Every attention call goes through `dot_product_attention`, which picks a kernel 
 Masks. Padding is best given as key lengths (B,) int32 of right-padded sequences: every kernel
 takes those. A boolean `mask` (True = may attend, broadcastable to (B, N, T, S); `padding_mask`
 builds the key-padding one) can express anything, so it runs on XLA's or the zoo's form.
+Packed rows: `q_segment_ids` (B, T) / `kv_segment_ids` (B, S) int32, 0 = padding, 1.. = the
+segment (document) a token belongs to; a query attends only to keys of its own segment (and,
+if causal, not after it). cuDNN takes no such mask, so on a GPU they run on XLA's kernel; the
+TPU flash kernel takes them as they are; the zoo's CPU forms and XLA's apply `segment_mask`.
 Softmax runs in float32 whatever the compute dtype. Attention-probability dropout is not
 applied (the fused kernels have none); residual dropout is applied by the blocks.
 
@@ -39,13 +43,17 @@ import jax
 import jax.numpy as jnp
 
 from zoo.nn.dense import dense_dot_general
+from zoo.nn.logical_axes import axes
 
 Implementation = Literal["xla", "cudnn", "blocked", "pallas"] | None
 IMPLEMENTATIONS = (None, "xla", "cudnn", "blocked", "pallas")
 # What a call asks of the kernel: "none"; "causal"; "lengths" (key lengths); "causal_lengths";
 # "decode_step" (one query over a KV cache: key lengths = cache index + 1); "dense" (a boolean
-# mask of any pattern, incl. a multi-token decode over a partly filled cache).
-MASK_KINDS = ("none", "causal", "lengths", "causal_lengths", "decode_step", "dense")
+# mask of any pattern, incl. a multi-token decode over a partly filled cache); "segments" /
+# "causal_segments" (packed rows: query and key segment ids).
+MASK_KINDS = ("none", "causal", "lengths", "causal_lengths", "decode_step", "dense", "segments",
+              "causal_segments")
+CAUSAL_KINDS = ("causal", "causal_lengths", "causal_segments")
 
 CAUSAL_BLOCK_SIZE = 64  # measured on a 2-core CPU: 32 and 128 are about as fast, 256 is no gain
 CUDNN_MAX_HEAD_DIM = 128  # 256 on Hopper and later; 128 holds on every cuDNN GPU
@@ -58,12 +66,16 @@ def choose_implementation(requested: Implementation, *, platform: str, dtype, he
 
     platform: "cuda", "rocm", "tpu" or "cpu" (`current_platform()`); dtype: the operands'.
     A `requested` implementation is returned as it is (after validation), except that a call
-    with a boolean mask, which the fused kernels cannot take, runs on XLA's.
+    with a boolean mask, which the fused kernels cannot take, runs on XLA's, and so does a
+    call with segment ids on cuDNN.
     """
     check_implementation(requested)
     if mask_kind not in MASK_KINDS:
         raise ValueError(f"mask_kind must be one of {MASK_KINDS}; got {mask_kind!r}.")
+    segments = mask_kind in ("segments", "causal_segments")
     if requested in ("cudnn", "pallas") and mask_kind == "dense":
+        return "xla"
+    if requested == "cudnn" and segments:
         return "xla"
     if requested is not None:
         return requested
@@ -72,12 +84,12 @@ def choose_implementation(requested: Implementation, *, platform: str, dtype, he
     half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
     if platform == "cuda":
         fits = half and head_dim % 8 == 0 and head_dim <= CUDNN_MAX_HEAD_DIM
-        causal_ok = mask_kind not in ("causal", "causal_lengths") or q_len == kv_len
-        return "cudnn" if fits and causal_ok and mask_kind != "dense" else "xla"
+        causal_ok = mask_kind not in CAUSAL_KINDS or q_len == kv_len
+        return "cudnn" if fits and causal_ok and mask_kind != "dense" and not segments else "xla"
     if platform == "tpu":
         blocks = q_len % PALLAS_BLOCK == 0 and kv_len % PALLAS_BLOCK == 0
-        causal_ok = mask_kind not in ("causal", "causal_lengths") or q_len == kv_len
-        masks = ("none", "causal", "lengths", "causal_lengths")
+        causal_ok = mask_kind not in CAUSAL_KINDS or q_len == kv_len
+        masks = ("none", "causal", "lengths", "causal_lengths", "segments", "causal_segments")
         return "pallas" if blocks and causal_ok and mask_kind in masks else "xla"
     return "xla"
 
@@ -91,9 +103,12 @@ def current_platform() -> str:
     return "rocm" if "rocm" in version or "hip" in version else "cuda"
 
 
-def mask_kind(*, causal: bool, key_lengths: jax.Array | None, mask: jax.Array | None) -> str:
-    if mask is not None:
+def mask_kind(*, causal: bool, key_lengths: jax.Array | None, mask: jax.Array | None,
+              segments: bool = False) -> str:
+    if mask is not None or (segments and key_lengths is not None):
         return "dense"
+    if segments:
+        return "causal_segments" if causal else "segments"
     if key_lengths is not None:
         return "causal_lengths" if causal else "lengths"
     return "causal" if causal else "none"
@@ -163,11 +178,21 @@ def lengths_mask(key_lengths: jax.Array, kv_len: int) -> jax.Array:
     return padding_mask(jnp.arange(kv_len)[None, :] < key_lengths[:, None])
 
 
-def _pallas_flash(q, k, v, *, causal: bool, key_lengths: jax.Array | None) -> jax.Array:
+def segment_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array) -> jax.Array:
+    """q_segment_ids (B, T), kv_segment_ids (B, S) int -> mask (B, 1, T, S): a query sees the
+    keys of its own segment. Padding (segment 0) sees padding only, so no row is fully masked."""
+    return (q_segment_ids[:, :, None] == kv_segment_ids[:, None, :])[:, None]
+
+
+def _pallas_flash(q, k, v, *, causal: bool, key_lengths: jax.Array | None,
+                  segment_ids: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
     from jax.experimental.pallas.ops.tpu import flash_attention as tpu_flash
 
     segments = None
-    if key_lengths is not None:  # padded keys get segment 0, which no query (segment 1) sees
+    if segment_ids is not None:
+        segments = tpu_flash.SegmentIds(q=segment_ids[0].astype(jnp.int32),
+                                        kv=segment_ids[1].astype(jnp.int32))
+    elif key_lengths is not None:  # padded keys get segment 0, which no query (segment 1) sees
         kv_segment = (jnp.arange(k.shape[1])[None, :] < key_lengths[:, None]).astype(jnp.int32)
         segments = tpu_flash.SegmentIds(q=jnp.ones(q.shape[:2], jnp.int32), kv=kv_segment)
     out = tpu_flash.flash_attention(_head_major(q), _head_major(k), _head_major(v),
@@ -179,16 +204,23 @@ def _pallas_flash(q, k, v, *, causal: bool, key_lengths: jax.Array | None) -> ja
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool = False,
                           key_lengths: jax.Array | None = None, mask: jax.Array | None = None,
                           implementation: Implementation = None,
-                          decode_step: bool = False) -> jax.Array:
+                          decode_step: bool = False,
+                          q_segment_ids: jax.Array | None = None,
+                          kv_segment_ids: jax.Array | None = None) -> jax.Array:
     """q (B, T, N, H), k and v (B, S, N, H) -> (B, T, N, H), on the kernel
     `choose_implementation` picks (or `implementation`).
 
     causal: query t sees keys <= t (self-attention, T == S). key_lengths (B,) int: keys
     s >= key_lengths[b] are padding. mask: any boolean mask broadcastable to (B, N, T, S).
     decode_step: one query per row over a KV cache, its visible keys given by key_lengths.
+    q_segment_ids (B, T) and kv_segment_ids (B, S) int (both or neither): packed rows, a query
+    sees only keys of its own segment (`segment_mask`).
     """
+    if (q_segment_ids is None) != (kv_segment_ids is None):
+        raise ValueError("give both q_segment_ids and kv_segment_ids, or neither.")
+    segments = q_segment_ids is not None
     kind = "decode_step" if decode_step else mask_kind(causal=causal, key_lengths=key_lengths,
-                                                      mask=mask)
+                                                      mask=mask, segments=segments)
     impl = choose_implementation(implementation, platform=current_platform(), dtype=q.dtype,
                                  head_dim=q.shape[-1], q_len=q.shape[1], kv_len=k.shape[1],
                                  mask_kind=kind)
@@ -198,9 +230,13 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: b
         return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation="cudnn",
                                             key_value_seq_lengths=key_lengths)
     if impl == "pallas":
-        return _pallas_flash(q, k, v, causal=causal, key_lengths=key_lengths)
+        return _pallas_flash(q, k, v, causal=causal, key_lengths=key_lengths,
+                             segment_ids=(q_segment_ids, kv_segment_ids) if segments else None)
     if key_lengths is not None:
         extra = lengths_mask(key_lengths, k.shape[1])
+        mask = extra if mask is None else mask & extra
+    if segments:
+        extra = segment_mask(q_segment_ids, kv_segment_ids)
         mask = extra if mask is None else mask & extra
     if impl == "blocked":
         if causal and q.shape[1] == k.shape[1]:
@@ -245,7 +281,10 @@ class MultiHeadAttention(nn.Module):
 
     Self-attention with `causal=True` lets position t see positions <= t. Padding: `key_lengths`
     (B,) of right-padded keys (every kernel, cuDNN's included, takes them) or a boolean `mask`
-    (True = may attend, any pattern; XLA's kernel or the zoo's CPU form).
+    (True = may attend, any pattern; XLA's kernel or the zoo's CPU form). Packed rows:
+    `segment_ids` (B, T) of the queries (and, in self-attention, the keys) and, in
+    cross-attention, `context_segment_ids` (B, S) of the keys: a token attends only within its
+    segment (ignored on a filled decoding cache).
 
     With `decode=True` the module keeps a cache in the "cache" collection:
     * self-attention: `cached_key` / `cached_value` (B, S, N, H) and `cache_index`. Each call
@@ -273,9 +312,11 @@ class MultiHeadAttention(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, context: jax.Array | None = None,
                  mask: jax.Array | None = None,
-                 key_lengths: jax.Array | None = None) -> jax.Array:
-        """x (B, T, D), context (B, S, Dc) or None, mask (B|1, N|1, T|1, S), key_lengths (B,)
-        -> (B, T, D)."""
+                 key_lengths: jax.Array | None = None,
+                 segment_ids: jax.Array | None = None,
+                 context_segment_ids: jax.Array | None = None) -> jax.Array:
+        """x (B, T, D), context (B, S, Dc) or None, mask (B|1, N|1, T|1, S), key_lengths (B,),
+        segment_ids (B, T), context_segment_ids (B, S) -> (B, T, D)."""
         d_model = x.shape[-1]
         if d_model % self.num_heads:
             raise ValueError(
@@ -287,12 +328,19 @@ class MultiHeadAttention(nn.Module):
                                   use_bias=self.use_bias, dtype=self.dtype,
                                   param_dtype=self.param_dtype, dot_general=dense_dot_general)
         if self.cross:
-            q = dense(features=(self.num_heads, head_dim), name="query")(x)  # (B, T, N, H)
+            q = dense(features=(self.num_heads, head_dim), **self._axes("heads", "kv"),
+                      name="query")(x)  # (B, T, N, H)
             k, v = self._context_keys(dense, head_dim, context)  # (B, S, N, H) each
+            if (segment_ids is None) != (context_segment_ids is None):
+                raise ValueError("cross-attention over packed rows needs both segment_ids "
+                                 "(queries) and context_segment_ids (keys), or neither.")
             out = dot_product_attention(q, k, v, mask=mask, key_lengths=key_lengths,
-                                        implementation=self.implementation)
+                                        implementation=self.implementation,
+                                        q_segment_ids=segment_ids,
+                                        kv_segment_ids=context_segment_ids)
         else:
-            qkv = dense(features=(3, self.num_heads, head_dim), name="qkv")(x)  # (B, T, 3, N, H)
+            qkv = dense(features=(3, self.num_heads, head_dim), **self._axes(None, "heads", "kv"),
+                        name="qkv")(x)  # (B, T, 3, N, H)
             q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (B, T, N, H)
             if self.decode and self.has_variable("cache", "cached_key"):
                 out = self._attend_with_cache(q, k, v)
@@ -301,17 +349,25 @@ class MultiHeadAttention(nn.Module):
                     self._init_cache(k, v)
                 out = dot_product_attention(q, k, v, causal=self.causal, mask=mask,
                                             key_lengths=key_lengths,
-                                            implementation=self.implementation)
+                                            implementation=self.implementation,
+                                            q_segment_ids=segment_ids,
+                                            kv_segment_ids=segment_ids)
         return nn.DenseGeneral(
             features=d_model,
             axis=(-2, -1),
-            kernel_init=self.out_kernel_init,
+            kernel_init=axes(self.out_kernel_init, "heads", "kv", "embed"),
+            bias_init=axes(nn.initializers.zeros_init(), "embed"),
             use_bias=self.use_bias,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             dot_general=dense_dot_general,
             name="out",
         )(out)
+
+    def _axes(self, *out_names: str | None) -> dict:
+        """Named kernel / bias initializers of a projection (D, *out) of the input."""
+        return dict(kernel_init=axes(self.kernel_init, "embed", *out_names),
+                    bias_init=axes(nn.initializers.zeros_init(), *out_names))
 
     def _context_keys(self, dense, head_dim: int,
                       context: jax.Array | None) -> tuple[jax.Array, jax.Array]:
@@ -321,7 +377,8 @@ class MultiHeadAttention(nn.Module):
                                  "decode=True with a cache filled by an earlier call.")
             return (self.get_variable("cache", "cached_context_key"),
                     self.get_variable("cache", "cached_context_value"))
-        kv = dense(features=(2, self.num_heads, head_dim), name="kv")(context)  # (B, S, 2, N, H)
+        kv = dense(features=(2, self.num_heads, head_dim), **self._axes(None, "heads", "kv"),
+                   name="kv")(context)  # (B, S, 2, N, H)
         k, v = kv[:, :, 0], kv[:, :, 1]
         if self.decode:
             self.put_variable("cache", "cached_context_key", k)

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.nn.dense import dense_matmul
+from zoo.nn.logical_axes import axes
 
 Carry = tuple[jax.Array, ...]
 Params = dict[str, jax.Array]
@@ -223,14 +224,16 @@ def cell_params(module: nn.Module, cell: CellType, input_size: int, hidden_size:
     """Declares a cell's parameters on `module` (inside its compact method) and returns them."""
     width = cell.num_gates * hidden_size
     params = {
-        "input_kernel": module.param("input_kernel", _at_least_float32(kernel_init),
+        "input_kernel": module.param("input_kernel",
+                                     axes(_at_least_float32(kernel_init), "embed", "gates"),
                                      (input_size, width), param_dtype),
-        "hidden_kernel": module.param("hidden_kernel", _at_least_float32(recurrent_init),
+        "hidden_kernel": module.param("hidden_kernel",
+                                      axes(_at_least_float32(recurrent_init), "hidden", "gates"),
                                       (hidden_size, width), param_dtype),
-        "bias": module.param("bias", _bias_init(cell), (width,), param_dtype),
+        "bias": module.param("bias", axes(_bias_init(cell), "gates"), (width,), param_dtype),
     }
     if cell.hidden_bias:
-        params["hidden_bias"] = module.param("hidden_bias", nn.initializers.zeros,
+        params["hidden_bias"] = module.param("hidden_bias", axes(nn.initializers.zeros, "hidden"),
                                              (hidden_size,), param_dtype)
     return params
 

@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.nn.logical_axes import axes, dense_axes
+
 
 def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
     """Softmax over the last axis of `scores` (B, S) restricted to `mask` (B, S); 0 elsewhere."""
@@ -58,9 +60,12 @@ class BahdanauAttention(nn.Module):
     dtype: Any = jnp.float32
 
     def setup(self):
-        self.query_proj = nn.Dense(self.attention_size, use_bias=False, dtype=self.dtype)
-        self.key_proj = nn.Dense(self.attention_size, use_bias=True, dtype=self.dtype)
-        self.v = self.param("v", nn.initializers.lecun_normal(), (self.attention_size, 1))
+        self.query_proj = nn.Dense(self.attention_size, use_bias=False, dtype=self.dtype,
+                                   **dense_axes("hidden", "kv"))
+        self.key_proj = nn.Dense(self.attention_size, use_bias=True, dtype=self.dtype,
+                                 **dense_axes("hidden", "kv"))
+        self.v = self.param("v", axes(nn.initializers.lecun_normal(), "kv", None),
+                            (self.attention_size, 1))
 
     def project_keys(self, keys: jax.Array) -> jax.Array:
         """keys (B, S, Hk) -> W_k k + b (B, S, A): once per source."""
@@ -92,7 +97,8 @@ class LuongAttention(nn.Module):
         if self.score == "general":
             if self.query_size is None:
                 raise ValueError("LuongAttention(score='general') needs query_size.")
-            self.key_proj = nn.Dense(self.query_size, use_bias=False, dtype=self.dtype)
+            self.key_proj = nn.Dense(self.query_size, use_bias=False, dtype=self.dtype,
+                                     **dense_axes("hidden", "kv"))
 
     def project_keys(self, keys: jax.Array) -> jax.Array:
         """keys (B, S, Hk) -> W k (B, S, Hq) for "general"; the keys themselves for "dot"."""

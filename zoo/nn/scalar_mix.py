@@ -5,6 +5,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.nn.logical_axes import axes
+
 
 class ScalarMix(nn.Module):
     """Learned weighted sum of layer representations: (L, ..., F) -> (..., F).
@@ -14,7 +16,7 @@ class ScalarMix(nn.Module):
 
     @nn.compact
     def __call__(self, layers: jax.Array) -> jax.Array:
-        scalars = self.param("scalars", nn.initializers.zeros, (layers.shape[0],))
-        gamma = self.param("gamma", nn.initializers.ones, ())
+        scalars = self.param("scalars", axes(nn.initializers.zeros, "mix"), (layers.shape[0],))
+        gamma = self.param("gamma", axes(nn.initializers.ones), ())
         weights = jax.nn.softmax(scalars).reshape((-1,) + (1,) * (layers.ndim - 1))
         return gamma * jnp.sum(weights * layers, axis=0)

@@ -26,6 +26,7 @@ import numpy as np
 
 from zoo.nn.attention import Implementation, MultiHeadAttention
 from zoo.nn.dense import dense_dot_general
+from zoo.nn.logical_axes import SCAN_METADATA, axes, norm_axes
 
 Activation = Literal["relu", "gelu", "gelu_tanh"]
 # What a block keeps for the backward pass (`remat` config field): "none" keeps everything;
@@ -64,11 +65,13 @@ class MlpBlock(nn.Module):
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got "
                              f"{self.activation!r}.")
-        h = nn.Dense(self.mlp_dim, kernel_init=self.kernel_init, dtype=self.dtype,
+        h = nn.Dense(self.mlp_dim, kernel_init=axes(self.kernel_init, "embed", "mlp"),
+                     bias_init=axes(nn.initializers.zeros_init(), "mlp"), dtype=self.dtype,
                      param_dtype=self.param_dtype, dot_general=dense_dot_general,
                      name="fc")(x)  # (B, T, F)
         h = ACTIVATIONS[self.activation](h)
-        return nn.Dense(x.shape[-1], kernel_init=self.out_kernel_init, dtype=self.dtype,
+        return nn.Dense(x.shape[-1], kernel_init=axes(self.out_kernel_init, "mlp", "embed"),
+                        bias_init=axes(nn.initializers.zeros_init(), "embed"), dtype=self.dtype,
                         param_dtype=self.param_dtype, dot_general=dense_dot_general,
                         name="proj")(h)
 
@@ -85,7 +88,7 @@ class _Residual(nn.Module):
 
     def sublayer(self, ln_name: str, x: jax.Array, fn) -> jax.Array:
         norm = nn.LayerNorm(epsilon=self.ln_epsilon, dtype=self.dtype,
-                            param_dtype=self.param_dtype, name=ln_name)
+                            param_dtype=self.param_dtype, **norm_axes(), name=ln_name)
         drop = nn.Dropout(self.dropout_rate)
         if self.pre_ln:
             return x + drop(fn(norm(x)), deterministic=self.deterministic)
@@ -104,14 +107,16 @@ class EncoderBlock(_Residual):
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None,
-                 lengths: jax.Array | None = None) -> tuple[jax.Array, None]:
-        """x (B, T, D), mask (B, 1, 1, T) or None, lengths (B,) of right-padded rows or None
-        -> ((B, T, D), None)."""
+                 lengths: jax.Array | None = None,
+                 segment_ids: jax.Array | None = None) -> tuple[jax.Array, None]:
+        """x (B, T, D), mask (B, 1, 1, T) or None, lengths (B,) of right-padded rows or None,
+        segment_ids (B, T) of packed rows (0 = padding) or None -> ((B, T, D), None)."""
         attn = MultiHeadAttention(num_heads=self.num_heads, dtype=self.dtype,
                                   param_dtype=self.param_dtype, kernel_init=self.kernel_init,
                                   out_kernel_init=self.out_kernel_init,
                                   implementation=self.attention_implementation, name="attn")
-        x = self.sublayer("ln_attn", x, lambda h: attn(h, mask=mask, key_lengths=lengths))
+        x = self.sublayer("ln_attn", x, lambda h: attn(h, mask=mask, key_lengths=lengths,
+                                                       segment_ids=segment_ids))
         mlp = MlpBlock(self.mlp_dim, self.activation, self.dtype, self.param_dtype,
                        self.kernel_init, self.out_kernel_init, name="mlp")
         return self.sublayer("ln_mlp", x, mlp), None
@@ -136,24 +141,30 @@ class DecoderBlock(_Residual):
     @nn.compact
     def __call__(self, x: jax.Array, encoded: jax.Array | None = None,
                  encoded_mask: jax.Array | None = None,
-                 encoded_lengths: jax.Array | None = None) -> tuple[jax.Array, None]:
+                 encoded_lengths: jax.Array | None = None,
+                 segment_ids: jax.Array | None = None,
+                 encoded_segment_ids: jax.Array | None = None) -> tuple[jax.Array, None]:
         """x (B, T, D), encoded (B, S, D) or None, encoded_mask (B, 1, 1, S) or None,
         encoded_lengths (B,) of right-padded sources or None -> ((B, T, D), None).
 
-        While decoding, `encoded=None` attends over the cross-attention cache filled by the
-        first call.
+        Packed rows: segment_ids (B, T) of the targets and encoded_segment_ids (B, S) of the
+        sources (0 = padding): target segment k attends to its own earlier tokens and to source
+        segment k only. While decoding, `encoded=None` attends over the cross-attention cache
+        filled by the first call.
         """
         attention = dict(num_heads=self.num_heads, dtype=self.dtype,
                          param_dtype=self.param_dtype, decode=self.decode,
                          kernel_init=self.kernel_init, out_kernel_init=self.out_kernel_init,
                          implementation=self.attention_implementation)
         self_attn = MultiHeadAttention(causal=True, **attention, name="attn")
-        x = self.sublayer("ln_attn", x, self_attn)
+        x = self.sublayer("ln_attn", x, lambda h: self_attn(h, segment_ids=segment_ids))
         if self.cross_attention:
             cross_attn = MultiHeadAttention(cross=True, **attention, name="cross_attn")
             x = self.sublayer("ln_cross", x,
                               lambda h: cross_attn(h, context=encoded, mask=encoded_mask,
-                                                   key_lengths=encoded_lengths))
+                                                   key_lengths=encoded_lengths,
+                                                   segment_ids=segment_ids,
+                                                   context_segment_ids=encoded_segment_ids))
         mlp = MlpBlock(self.mlp_dim, self.activation, self.dtype, self.param_dtype,
                        self.kernel_init, self.out_kernel_init, name="mlp")
         return self.sublayer("ln_mlp", x, mlp), None
@@ -193,7 +204,7 @@ def run_layers(block_cls: type[nn.Module], block_kwargs: dict[str, Any], num_lay
         stack = nn.scan(cls, variable_axes={"params": 0, "cache": 0},
                         split_rngs={"params": True, "dropout": True},
                         in_axes=(nn.broadcast,) * len(args), length=num_layers,
-                        unroll=unroll)
+                        unroll=unroll, metadata_params=SCAN_METADATA)
         x, _ = stack(**block_kwargs, name=name)(x, *args)
         return x
     for i in range(num_layers):
@@ -212,7 +223,8 @@ def sinusoidal_positions(max_len: int, dim: int) -> np.ndarray:
 
 
 class Positions(nn.Module):
-    """Position encodings (T, D) for positions [start, start + T): "learned" or "sinusoidal".
+    """Position encodings (T, D) for positions [start, start + T): "learned" or "sinusoidal";
+    with `ids` (B, T) int (packed rows: positions restarting per segment), (B, T, D) at those.
 
     Every family's positions go through it. A model that keeps its learned table under its own
     name at its own level (GPT-2's `wpe`, BERT's `position_embeddings`) calls
@@ -227,15 +239,34 @@ class Positions(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, length: int, start: jax.Array | int = 0) -> jax.Array:
+    def __call__(self, length: int, start: jax.Array | int = 0,
+                 ids: jax.Array | None = None) -> jax.Array:
         if self.kind == "sinusoidal":
             table = jnp.asarray(sinusoidal_positions(self.max_len, self.dim))
         elif self.kind == "learned":
-            table = self.param(self.param_name, self.init, (self.max_len, self.dim),
-                               self.param_dtype)
+            table = self.param(self.param_name, axes(self.init, "position", "embed"),
+                               (self.max_len, self.dim), self.param_dtype)
         else:
             raise ValueError(f"positions must be 'learned' or 'sinusoidal'; got {self.kind!r}.")
+        if ids is not None:
+            return jnp.take(table, ids, axis=0)  # (B, T, D)
         return jax.lax.dynamic_slice_in_dim(table, start, length, axis=0)  # (T, D)
+
+
+def segment_positions(segment_ids: jax.Array) -> jax.Array:
+    """segment_ids (B, T) int of packed rows -> positions (B, T) int32 restarting at 0 wherever
+    the segment id changes (padding counts on from its own start)."""
+    index = jnp.arange(segment_ids.shape[1], dtype=jnp.int32)[None, :]  # (1, T)
+    starts = jnp.concatenate([jnp.ones_like(segment_ids[:, :1], bool),
+                              segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)  # (B, T)
+    return index - jax.lax.cummax(jnp.where(starts, index, 0), axis=1)
+
+
+def token_positions(positions: Positions, length: int, start: jax.Array | int = 0,
+                    ids: jax.Array | None = None) -> jax.Array:
+    """Encodings to add to (B, T, D) embeddings: (1, T, D) for [start, start + T), or
+    (B, T, D) at per-token position ids."""
+    return positions(length, start, ids) if ids is not None else positions(length, start)[None]
 
 
 def decode_start(module: nn.Module, length: int) -> jax.Array | int:

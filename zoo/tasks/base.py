@@ -83,6 +83,24 @@ class Task(Protocol):
     def finalize(self, sums: dict[str, Any]) -> dict[str, float]: ...
 
 
+# Batch keys of packed rows (several documents per row), passed on to the model as they are.
+PACKING_KEYS = ("segment_ids", "position_ids")
+
+
+def packing_inputs(batch: Batch, prefix: str = "") -> dict[str, Any]:
+    """{"segment_ids": (B, T), "position_ids": (B, T)} of a packed batch (those it holds;
+    empty for an unpacked one), as model keyword arguments named `prefix` + key."""
+    return {prefix + key: batch[key] for key in PACKING_KEYS if key in batch}
+
+
+def check_packing_keys(batch: Batch, shape: tuple[int, ...], keys=PACKING_KEYS) -> None:
+    """ValueError unless every packing key the batch holds has the token shape `shape`."""
+    for key in keys:
+        if key in batch and np.shape(batch[key]) != tuple(shape):
+            raise ValueError(f"batch[{key!r}] has shape {np.shape(batch[key])}; the tokens it "
+                             f"describes have {tuple(shape)}.")
+
+
 def mean_metrics(sums: dict[str, Any]) -> dict[str, Any]:
     """{"x": sum, ..., "weight": w} -> {"x": sum / w, ...} (weight dropped)."""
     weight = jnp.maximum(sums["weight"], 1e-9)

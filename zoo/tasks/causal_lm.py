@@ -1,6 +1,8 @@
 """Causal language modelling: predict token t+1 from tokens <= t.
 
-Batch: {"inputs": (B, T) int32, "targets": (B, T) int32, "weights": (B, T) float32 (0 = padding)}.
+Batch: {"inputs": (B, T) int32, "targets": (B, T) int32, "weights": (B, T) float32 (0 = padding)},
+and for packed rows (`packing`) "segment_ids" and "position_ids" (B, T) int32, which the model
+takes as they are (attention stays within each document).
 """
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo.decode.text import sample_texts
-from zoo.tasks.base import (ApplyFn, Batch, SampleSettings, TaskBase, check_token_ids,
-                            mean_metrics, setting)
+from zoo.tasks.base import (ApplyFn, Batch, SampleSettings, TaskBase, check_packing_keys,
+                            check_token_ids, mean_metrics, packing_inputs, setting)
 from zoo.tasks.losses import DEFAULT_CHUNK_SIZE, head_cross_entropy
 
 
@@ -28,7 +30,8 @@ class CausalLM(TaskBase):
     def loss(self, apply_fn: ApplyFn, params: Any, batch: Batch, rng: jax.Array,
              train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         head = apply_fn({"params": params}, batch["inputs"], train=train, output_head=True,
-                        rngs={"dropout": rng} if train else None)  # features (B, T, D)
+                        rngs={"dropout": rng} if train else None,
+                        **packing_inputs(batch))  # features (B, T, D)
         return head_cross_entropy(head, batch["targets"], batch["weights"], self.loss_chunk_size)
 
     def example_inputs(self, model_config: Any, seq_len: int) -> tuple[jax.Array, ...]:
@@ -67,5 +70,6 @@ def check_lm_batch(batch: Batch, vocab_size: int, max_len: int | None) -> None:
     for key in ("targets", "weights"):
         if batch[key].shape != shape:
             raise ValueError(f"batch[{key!r}] has shape {batch[key].shape}, inputs have {shape}.")
+    check_packing_keys(batch, shape)
     for key in ("inputs", "targets"):
         check_token_ids(batch, key, vocab_size, max_len)

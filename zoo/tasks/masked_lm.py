@@ -11,6 +11,11 @@ MLM head at the chosen positions only (the original's `gather_indexes`):
 (B, P, V), with P = max(1, round(T * mask_rate)) slots per row (slots past n weigh 0). With
 B*T = 4096 tokens and a vocabulary of 8192, that skips 85% of the output layer's work. Masking
 uses the step's rng, so every epoch sees new masks; evaluation uses a fixed key.
+
+Packed rows (`packing`): the batch also holds "segment_ids" and "position_ids" (B, T); the real
+tokens are then those with a segment id > 0 in rows with any weight (a packed row's weights are
+the causal targets', 0 on each document's last token; an eval padding row weighs 0 throughout),
+and the model keeps attention within each document.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from zoo.tasks.base import ApplyFn, Batch, TaskBase, setting
+from zoo.tasks.base import ApplyFn, Batch, TaskBase, packing_inputs, setting
 from zoo.tasks.losses import head_cross_entropy
 from zoo.tasks.causal_lm import check_lm_batch, lm_metrics
 
@@ -76,13 +81,16 @@ class MaskedLM(TaskBase):
         mask_rng, dropout_rng = jax.random.split(rng)
         tokens = batch["inputs"]
         valid = batch["weights"] > 0
+        if "segment_ids" in batch:
+            valid = (batch["segment_ids"] > 0) & jnp.any(valid, axis=1, keepdims=True)
         corrupted, positions, weights = mask_tokens(
             mask_rng, tokens, valid, vocab_size=self.vocab_size,
             mask_token_id=self.mask_token_id, mask_rate=self.mask_rate)
         lengths = jnp.sum(valid, axis=1).astype(jnp.int32)
         head = apply_fn({"params": params}, corrupted, lengths, positions=positions,
                         output_head=True, train=train,
-                        rngs={"dropout": dropout_rng} if train else None)  # features (B, P, D)
+                        rngs={"dropout": dropout_rng} if train else None,
+                        **packing_inputs(batch))  # features (B, P, D)
         targets = jnp.take_along_axis(tokens, positions, axis=1)  # (B, P)
         return head_cross_entropy(head, targets, weights)
 

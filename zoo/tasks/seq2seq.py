@@ -8,6 +8,10 @@ right behind BOS (`shift_right`). The model is called as
 The loss is cross entropy against label-smoothed targets, (1 - eps) * one_hot + eps / V
 (Szegedy et al. 2016; eps = 0.1 in Vaswani et al. 2017), read from the model config's
 `label_smoothing`. Metrics also report the unsmoothed `nll` and its perplexity.
+
+Packed rows (`packing`, the encoder-decoder transformer): the batch also holds
+"inputs_segment_ids" / "inputs_position_ids" (B, S) and "targets_segment_ids" /
+"targets_position_ids" (B, T); each target segment's decoder inputs start with BOS.
 """
 from __future__ import annotations
 
@@ -22,13 +26,26 @@ import optax
 from zoo.special_tokens import BOS_ID
 from zoo.decode.translate import translation_samples
 from zoo.tasks.base import (ApplyFn, Batch, SampleSettings, TaskBase, argmax_equals,
-                            check_token_ids, mean_metrics, setting)
+                            check_packing_keys, check_token_ids, mean_metrics, setting)
+
+PACKED_KEYS = {"inputs_segment_ids": "segment_ids", "inputs_position_ids": "position_ids",
+               "targets_segment_ids": "decoder_segment_ids",
+               "targets_position_ids": "decoder_position_ids"}  # batch key -> model argument
 
 
 def shift_right(targets: jax.Array, bos_id: int = BOS_ID) -> jax.Array:
     """targets (B, T) -> decoder inputs (B, T): BOS, then targets[:, :-1]."""
     bos = jnp.full_like(targets[:, :1], bos_id)
     return jnp.concatenate([bos, targets[:, :-1]], axis=1)
+
+
+def decoder_inputs(batch: Batch, bos_id: int = BOS_ID) -> jax.Array:
+    """The teacher-forced decoder inputs (B, T): `shift_right`, and in packed rows BOS again
+    at the start of every target segment."""
+    shifted = shift_right(batch["targets"], bos_id)
+    if "targets_position_ids" not in batch:
+        return shifted
+    return jnp.where(batch["targets_position_ids"] == 0, bos_id, shifted)
 
 
 def smoothed_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array,
@@ -55,8 +72,10 @@ class Seq2Seq(TaskBase):
 
     def loss(self, apply_fn: ApplyFn, params: Any, batch: Batch, rng: jax.Array,
              train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-        logits = apply_fn({"params": params}, batch["inputs"], shift_right(batch["targets"]),
-                          train=train, rngs={"dropout": rng} if train else None)  # (B, T, V)
+        packed = {arg: batch[key] for key, arg in PACKED_KEYS.items() if key in batch}
+        logits = apply_fn({"params": params}, batch["inputs"], decoder_inputs(batch),
+                          train=train, rngs={"dropout": rng} if train else None,
+                          **packed)  # (B, T, V)
         return smoothed_cross_entropy(logits, batch["targets"], batch["weights"],
                                       self.label_smoothing)
 
@@ -78,6 +97,10 @@ class Seq2Seq(TaskBase):
         if batch["weights"].shape != batch["targets"].shape:
             raise ValueError(f"batch['weights'] has shape {batch['weights'].shape}, targets "
                              f"have {batch['targets'].shape}.")
+        check_packing_keys(batch, batch["inputs"].shape,
+                           ("inputs_segment_ids", "inputs_position_ids"))
+        check_packing_keys(batch, batch["targets"].shape,
+                           ("targets_segment_ids", "targets_position_ids"))
         for key in ("inputs", "targets"):
             check_token_ids(batch, key, model_config.vocab_size, model_config.max_len)
 

@@ -1,11 +1,18 @@
 """Checkpoints through orbax's CheckpointManager: train state + a JSON record of the run, verified
 on every restore.
 
-Layout: <workdir>/checkpoints/<step>/{state, meta}. `state` is the unreplicated pytree
-{step, params, opt_state, rng}; `meta` records the model name and config (to refuse resuming a
-different model), the data position and a fingerprint of every array of `state`. Writes are
-atomic: orbax renames a finished temp dir, so a failed write (disk full, killed) leaves the
-earlier checkpoints as they were.
+Layout: <workdir>/checkpoints/<step>/{state, meta}. `state` is the pytree {step, params,
+opt_state, rng} of global arrays (replicated or sharded over the devices of all processes);
+every process calls `save` and orbax writes each shard once, from the process that holds it
+(replicated arrays from process 0), so nothing is gathered to one host (saving from process 0
+alone would need sharded state gathered there, and orbax's save is a collective every process
+enters anyway; a pmap state is wrapped as a replicated global array without a copy,
+`zoo.train.distributed.global_from_pmap`). A restore reads into the shardings of the target it
+is given (any device count or mesh), so a checkpoint written on 8 devices restores on 4 or 1.
+`meta` records the model name and config (to refuse resuming a different model), the data
+position and a fingerprint of every array of `state`. Writes are atomic: orbax renames a
+finished temp dir, so a failed write (disk full, killed) leaves the earlier checkpoints as they
+were.
 
 A restore checks what orbax read against the fingerprints and for non-finite values.
 `restore_latest_intact` walks back from the newest step: a damaged one (unreadable metadata,
@@ -25,7 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from zoo.data.pipelines import loader_checkpoint
 from zoo.errors import CheckpointError, WorkdirError
+from zoo.train.distributed import sync, to_host
 
 DAMAGED_DIR = "checkpoints_damaged"
 
@@ -63,7 +72,7 @@ def fingerprint(state: Any) -> dict[str, list[int]]:
     if not flat:
         return {}
     paths, leaves = zip(*flat)
-    sums = np.asarray(jax.device_get(_fingerprints(list(leaves))))
+    sums = to_host(_fingerprints(list(leaves)))
     return {jax.tree_util.keystr(p): [int(a), int(b)] for p, (a, b) in zip(paths, sums)}
 
 
@@ -78,8 +87,19 @@ def non_finite_leaves(state: Any) -> list[str]:
     flat = jax.tree_util.tree_flatten_with_path(state)[0]
     if not flat:
         return []
-    ok = np.asarray(jax.device_get(_finite([x for _, x in flat])))
+    ok = to_host(_finite([x for _, x in flat]))
     return [jax.tree_util.keystr(p) for (p, _), good in zip(flat, ok) if not good]
+
+
+def _restore_target(x: Any) -> jax.ShapeDtypeStruct:
+    """Shape, dtype and sharding to restore a leaf into: the leaf's own sharding (a global
+    array's, whatever mesh wrote the checkpoint), else this process's first device."""
+    target = ocp.utils.to_shape_dtype_struct(x)
+    if getattr(target, "sharding", None) is None:
+        target = jax.ShapeDtypeStruct(target.shape, target.dtype,
+                                      sharding=jax.sharding.SingleDeviceSharding(
+                                          jax.local_devices()[0]))
+    return target
 
 
 def _shapes(tree: Any) -> collections.Counter:
@@ -101,7 +121,8 @@ class Checkpointer:
         self.manager = ocp.CheckpointManager(
             self.directory,
             item_handlers={"state": ocp.StandardCheckpointHandler(),
-                           "meta": ocp.JsonCheckpointHandler()},
+                           "meta": ocp.JsonCheckpointHandler(),
+                           **loader_checkpoint.data_item_handlers()},
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep, create=not read_only, enable_async_checkpointing=False),
         )
@@ -112,14 +133,16 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps(), reverse=True)
 
-    def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
-        """Saves `state` (a pytree of arrays) and `meta` (JSON-able, plus the state's
-        fingerprints) as checkpoint `step`. WorkdirError, naming the directory, when the disk
-        is full or read-only; the earlier checkpoints stay intact."""
+    def save(self, step: int, state: Any, meta: dict[str, Any], data: Any = None) -> None:
+        """Saves `state` (a pytree of arrays), `meta` (JSON-able, plus the state's
+        fingerprints) and the train iterator `data`'s state (one small file per process) as
+        checkpoint `step`. WorkdirError, naming the directory, when the disk is full or
+        read-only; the earlier checkpoints stay intact."""
         meta = {**meta, "fingerprints": fingerprint(state)}
         try:
+            extra = loader_checkpoint.data_save_args(data) if data is not None else {}
             self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                            meta=ocp.args.JsonSave(meta)))
+                                                            meta=ocp.args.JsonSave(meta), **extra))
             self.manager.wait_until_finished()
         except OSError as e:
             raise WorkdirError(
@@ -154,7 +177,7 @@ class Checkpointer:
                 "run's state (a changed optimizer setting such as grad_clip_norm or "
                 "weight_decay, or another model); rerun with the config that wrote it, or use a "
                 "fresh --workdir.")
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+        abstract = jax.tree.map(_restore_target, abstract_state)
         try:
             state = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract)))["state"]
@@ -206,16 +229,37 @@ class Checkpointer:
     def _report_damaged(self, step: int, error: DamagedCheckpoint) -> None:
         action = "skipped it"
         if not self.read_only:
+            # Every process finds the same damage; process 0 alone moves it, the others wait.
             aside = os.path.join(self.workdir, DAMAGED_DIR, str(step))
             suffix = 1
             while os.path.exists(aside):
                 aside, suffix = os.path.join(self.workdir, DAMAGED_DIR, f"{step}.{suffix}"), suffix + 1
-            os.makedirs(os.path.dirname(aside), exist_ok=True)
-            os.rename(os.path.join(self.directory, str(step)), aside)
+            if jax.process_index() == 0:
+                os.makedirs(os.path.dirname(aside), exist_ok=True)
+                os.rename(os.path.join(self.directory, str(step)), aside)
+            sync(f"zoo-damaged-checkpoint-{step}")
             self.manager.reload()
             action = f"moved it to {aside}"
         print(f"warning: checkpoint {step} in {self.directory} is damaged: {error}; {action} "
               "and trying the next older checkpoint.", file=sys.stderr, flush=True)
+
+    def saved_state(self, step: int) -> Any:
+        """Checkpoint `step`'s state as saved (host arrays in the saved structure), unverified:
+        for inspecting a checkpoint, not for resuming one."""
+        return self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore()))["state"]
+
+    def restore_data(self, step: int, iterator: Any) -> bool:
+        """Sets the train iterator to checkpoint `step`'s saved iterator state -> True; False
+        (the iterator unchanged, continuing from the data position in the metadata) where the
+        checkpoint has none (older checkpoints) or none for this process count."""
+        try:
+            return loader_checkpoint.restore_data(self.manager, step, iterator)
+        except (ValueError, OSError, KeyError) as e:
+            print(f"warning: the data iterator state of checkpoint {step} was not restored "
+                  f"({type(e).__name__}: {e}); continuing from its data position.",
+                  file=sys.stderr, flush=True)
+            return False
 
     def close(self) -> None:
         self.manager.close()

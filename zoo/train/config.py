@@ -12,6 +12,7 @@ names the field, the value and the allowed range.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import numbers
 from typing import Any, Callable
@@ -33,7 +34,11 @@ TRAIN_DEFAULTS: dict[str, Any] = dict(
     dataset="zoo_text",
     # None: $ZOO_DATA_DIR, else ~/.cache/zoo/tensorflow_datasets (embedded and TFDS datasets)
     data_dir=None,
+    # "byte" (UTF-8 bytes, 256 ids) or "sentencepiece" (language-model tasks: trained on the
+    # dataset's train split, cached in the data dir, saved in the workdir as tokenizer.model).
     tokenizer="byte",
+    spm_model_type="unigram",  # sentencepiece: "unigram" or "bpe"
+    spm_vocab_size=None,  # sentencepiece: its number of pieces (None: the model's vocab_size)
     eval_split="validation",
     seq_len=256,
     reverse_source=False,  # seq2seq: feed each source reversed (Sutskever et al. 2014)
@@ -42,7 +47,18 @@ TRAIN_DEFAULTS: dict[str, Any] = dict(
     text_key=None,  # the text feature (None: "text", or a classification dataset's usual one)
     label_key=None,  # classification: the label feature (None: "label")
     tags_key=None,  # tagging: the per-token tag feature
+    # Causal / masked LM on GPT or BERT (and the encoder-decoder transformer's seq2seq): whole
+    # documents packed into rows of seq_len tokens with segment ids and per-segment positions
+    # (zoo/data/pipelines/packing.py); attention and targets never cross a document.
+    packing=False,
+    # Classification, tagging, seq2seq: train batches of examples of similar length, padded to
+    # the smallest of seq_len/8, /4, /2, seq_len that holds them (zoo/data/pipelines/bucketing.py).
+    bucket_by_length=False,
     init_from=None,  # a workdir whose latest checkpoint initialises the matching parameters
+    # Input pipeline (zoo.data.pipelines.loader): worker processes building train batches (0: a
+    # background thread of the training process) and batches read ahead (per worker).
+    data_workers=0,
+    data_prefetch=2,
     # Optimisation.
     num_train_steps=1000,
     per_device_batch_size=16,
@@ -59,8 +75,26 @@ TRAIN_DEFAULTS: dict[str, Any] = dict(
     # run stops at the next log, eval or checkpoint naming that step; "skip": the update is
     # skipped and counted (metric "nonfinite_steps") and training goes on.
     nonfinite_policy="stop",
-    # Parallelism: "auto" = pmap over all local devices when there are several, else jit.
+    # Parallelism: "auto" = pmap over all local devices when there are several, else jit;
+    # "mesh" = jit over a device mesh (zoo/train/mesh.py): data parallel, FSDP, tensor parallel.
     parallel="auto",
+    # parallel="mesh": devices per mesh axis (-1: the rest); data x fsdp split the batch rows,
+    # fsdp also the parameters and optimizer state, tensor the heads / MLP / vocabulary.
+    mesh=dict(data=-1, fsdp=1, tensor=1),
+    # parallel="mesh": (logical axis, mesh axis | None) pairs that take precedence over
+    # zoo.train.partitioning.DEFAULT_RULES, e.g. (("vocab", None),) keeps the vocab whole.
+    logical_axis_rules=(),
+    # Several processes (hosts): "auto" starts jax.distributed when the environment says this
+    # is one of several processes (SLURM, Open MPI, Kubernetes, TPU VM, or the three fields
+    # below / JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID); "on" | "off".
+    distributed="auto",
+    coordinator_address=None,  # host:port of process 0
+    num_processes=None,
+    process_id=None,
+    # Resuming with another global batch (per_device_batch_size x device count) than the
+    # checkpoint's is refused unless True; the data position is then rescaled to the same
+    # number of examples seen.
+    allow_batch_change=False,
     # JAX's persistent compilation cache (zoo/jax_runtime.py); False: compile afresh this run.
     compilation_cache=True,
     # Bookkeeping.
@@ -110,8 +144,11 @@ def base_config(model: str, **overrides: Any) -> ml_collections.ConfigDict:
             config[key] = value
     # Fields that may be None need a declared type so overrides like --config.data_dir=/x work.
     for key in ("data_dir", "source_key", "target_key", "text_key", "label_key", "tags_key",
-                "init_from"):
+                "init_from", "coordinator_address"):
         config[key] = ml_collections.FieldReference(None, field_type=str)
+    for key in ("num_processes", "process_id"):
+        config[key] = ml_collections.FieldReference(None, field_type=int)
+    config["spm_vocab_size"] = ml_collections.FieldReference(None, field_type=int)
     for key, field_type in (("attention_implementation", str), ("vocab_pad_multiple", int)):
         if key in config:
             config[key] = ml_collections.FieldReference(sections["model"][key],
@@ -139,7 +176,7 @@ _POSITIVE_INTS = ("num_train_steps", "per_device_batch_size", "grad_accum_steps"
                   "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
                   "keep_checkpoints", "loss_chunk_size")
 _NON_NEGATIVE_INTS = ("warmup_steps", "num_eval_batches", "num_samples", "sample_length",
-                      "sample_top_k")
+                      "sample_top_k", "data_workers", "data_prefetch")
 # field -> (test, the allowed range as the error states it); the value must also be finite.
 _RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "learning_rate": (lambda v: v > 0, "> 0"),
@@ -153,7 +190,8 @@ _RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "mask_rate": (lambda v: 0 <= v < 1, "in [0, 1)"),
 }
-_CHOICES = {"nonfinite_policy": ("stop", "skip"), "parallel": ("auto", "pmap", "jit")}
+_CHOICES = {"nonfinite_policy": ("stop", "skip"), "parallel": ("auto", "pmap", "jit", "mesh"),
+            "distributed": ("auto", "on", "off"), "allow_batch_change": (False, True)}
 
 
 def _is_int(value: Any) -> bool:
@@ -205,7 +243,118 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if config[key] not in allowed:
             raise ConfigError(f"config.{key} must be one of {', '.join(map(repr, allowed))}; "
                               f"got {config[key]!r}.")
+    _validate_processes(config)
+    _validate_batching(config)
+    validate_tokenizer(config)
+    _validate_mesh(config)
     get_config(config.model, **model_overrides(config)).validate()  # ranges, then choices
+
+
+def _validate_mesh(config: ml_collections.ConfigDict) -> None:
+    """ConfigError for a malformed `mesh` or `logical_axis_rules` (whether the mesh fits the
+    devices is checked when it is built)."""
+    from zoo.train.mesh import check_mesh_axes
+    from zoo.train.partitioning import axis_rules
+
+    if "mesh" in config:
+        mesh = config.mesh.to_dict() if hasattr(config.mesh, "to_dict") else config.mesh
+        if not isinstance(mesh, dict):
+            raise ConfigError(f"config.mesh must be a dict of mesh axis sizes like "
+                              f"{TRAIN_DEFAULTS['mesh']}; got {mesh!r}.")
+        check_mesh_axes(mesh)
+    if "logical_axis_rules" in config:
+        axis_rules(config.logical_axis_rules)
+
+
+# As zoo.data.pipelines.tokenizers and .sentencepiece_tokenizer name them (not imported here:
+# the data pipelines import tensorflow_datasets, which a config file should not wait for).
+TOKENIZER_NAMES = ("byte", "sentencepiece")
+SPM_MODEL_TYPES = ("unigram", "bpe")
+LM_TASKS = ("causal_lm", "bidirectional_lm", "masked_lm")  # what a SentencePiece model serves
+
+
+def validate_tokenizer(config: ml_collections.ConfigDict) -> None:
+    """ConfigError unless the tokenizer fields name a tokenizer the model's task reads and a
+    SentencePiece vocabulary fits the model: its ids must have embedding rows (spm_vocab_size
+    <= vocab_size) and must not include a masked LM's [MASK] id."""
+    name = config.get("tokenizer", "byte")
+    if name not in TOKENIZER_NAMES:
+        raise ConfigError(f"config.tokenizer must be one of {', '.join(map(repr, TOKENIZER_NAMES))}"
+                          f"; got {name!r}.")
+    if name != "sentencepiece":
+        return
+    task = get_spec(config.model).task
+    if task not in LM_TASKS:
+        raise ConfigError(f"config.tokenizer='sentencepiece' serves the language-model tasks "
+                          f"({', '.join(LM_TASKS)}); model {config.model!r} is a {task} model, "
+                          "which reads bytes or characters: set --config.tokenizer=byte.")
+    if config.spm_model_type not in SPM_MODEL_TYPES:
+        raise ConfigError(f"config.spm_model_type must be one of "
+                          f"{', '.join(map(repr, SPM_MODEL_TYPES))}; got {config.spm_model_type!r}.")
+    pieces, vocab_size = config.spm_vocab_size, config.vocab_size
+    if pieces is None:
+        pieces = vocab_size
+    elif not (_is_int(pieces) and pieces > 0):
+        raise ConfigError(f"config.spm_vocab_size must be an integer > 0 or None (the model's "
+                          f"vocab_size); got {pieces!r}.")
+    if _is_int(vocab_size) and pieces > vocab_size:
+        raise ConfigError(f"config.spm_vocab_size={pieces} exceeds the model's vocab_size="
+                          f"{vocab_size}, so some token ids would have no embedding; set "
+                          f"--config.vocab_size={pieces}, or leave spm_vocab_size unset to train "
+                          "vocab_size pieces.")
+    mask = config.get("mask_token_id")
+    if task == "masked_lm" and _is_int(mask) and mask < pieces:
+        raise ConfigError(f"config.mask_token_id={mask} is one of the {pieces} SentencePiece ids; "
+                          f"keep [MASK] out of the vocabulary, e.g. --config.spm_vocab_size={mask} "
+                          "(the ids below it).")
+
+
+def _validate_processes(config: ml_collections.ConfigDict) -> None:
+    """The multi-process fields: each in range, and together consistent."""
+    count, index = config.get("num_processes"), config.get("process_id")
+    if count is not None and not (_is_int(count) and count >= 1):
+        raise ConfigError(f"config.num_processes must be an integer >= 1; got {count!r}.")
+    if index is not None and not (_is_int(index) and index >= 0):
+        raise ConfigError(f"config.process_id must be an integer >= 0; got {index!r}.")
+    if count is not None and index is not None and index >= count:
+        raise ConfigError(f"config.process_id={index} must be < num_processes={count} (ids "
+                          "count from 0).")
+    address = config.get("coordinator_address")
+    if address is not None and ":" not in address:
+        raise ConfigError(f"config.coordinator_address must be host:port (process 0's address, "
+                          f"e.g. 10.0.0.1:1234); got {address!r}.")
+    given = [k for k in ("coordinator_address", "num_processes", "process_id")
+             if config.get(k) is not None]
+    if config.get("distributed") == "off" and given:
+        raise ConfigError(f"config.distributed='off' but {', '.join(given)} set; drop them or "
+                          "set distributed='auto'.")
+
+
+# The tasks whose pipelines pack documents / bucket examples by length.
+PACKING_TASKS = ("causal_lm", "masked_lm", "seq2seq")
+BUCKETING_TASKS = ("classification", "tagging", "seq2seq")
+
+
+def _validate_batching(config: ml_collections.ConfigDict) -> None:
+    """`packing` / `bucket_by_length`: booleans, for the tasks and models that take them."""
+    spec = get_spec(config.model)
+    for key in ("packing", "bucket_by_length"):
+        if config.get(key, False) not in (False, True):
+            raise ConfigError(f"config.{key} must be True or False; got {config[key]!r}.")
+    if config.get("packing", False):
+        takes_segments = "segment_ids" in inspect.signature(spec.module_cls.__call__).parameters
+        if spec.task not in PACKING_TASKS or not takes_segments:
+            raise ConfigError(f"config.packing=True needs a transformer trained on causal LM, "
+                              f"masked LM or seq2seq (GPT, BERT, the encoder-decoder); model "
+                              f"{config.model!r} ({spec.task}) does not take segment ids. Set "
+                              f"packing=False.")
+        if config.get("bucket_by_length", False):
+            raise ConfigError("config.packing and config.bucket_by_length are two ways to cut "
+                              "padding; set one of them.")
+    if config.get("bucket_by_length", False) and spec.task not in BUCKETING_TASKS:
+        raise ConfigError(f"config.bucket_by_length=True is for {', '.join(BUCKETING_TASKS)} "
+                          f"batches; model {config.model!r} trains on {spec.task} windows, "
+                          f"which are all full (use packing=True for documents).")
 
 
 def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:

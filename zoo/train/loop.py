@@ -12,37 +12,53 @@ zoo.train.step) and `config.nonfinite_policy` stops the run at the next sync ("s
 the skipped steps ("skip"); eval metrics must be finite; a checkpoint that no eval has covered
 since a skipped step is evaluated first, and any other checkpoint is checked on one eval batch.
 Restores verify each checkpoint and fall back past damaged ones (zoo.train.checkpoint).
+
+Batches come from a grain iterator (zoo.data.pipelines.loader: read ahead in a thread, or in
+`data_workers` processes) whose state is saved in every checkpoint, one file per process; a
+resume continues with exactly the next batch.
+
+Devices and processes: the global batch is `per_device_batch_size` x `jax.device_count()` (every
+device of every process); each process reads only its rows of it (zoo.data.pipelines) and the
+data position counts global batches, so a resume with another global batch is refused unless
+`allow_batch_change`. A parallel path (`_ParallelPath`: pmap over the local devices with
+collectives spanning the processes, or jit over all devices) places the state and the batches
+and brings results back; checkpoints hold global arrays whatever the path, so they restore on
+another path or device count. Process 0 alone prints, logs metrics, writes samples and the
+vocabulary, and holds the workdir lock; every process takes part in saving checkpoints.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
-import os
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import jax_utils
+from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from zoo import jax_runtime
 from zoo.data.pipelines import create_data
+from zoo.data.pipelines.loader import train_iterator
 from zoo.data.pipelines.sharding import shard_batch
-from zoo.errors import NonFiniteError
+from zoo.errors import NonFiniteError, WorkdirBusyError
 from zoo.tasks.base import SampleSettings
 from zoo.train import checkpoint as checkpoint_lib
+from zoo.train import distributed, partitioning
+from zoo.train import mesh as mesh_lib
 from zoo.train import step as step_lib
 from zoo.train.checkpoint import Checkpointer
 from zoo.train.config import validate
 from zoo.train.metric_writers import MetricWriter
 from zoo.train.optimizer import create_optimizer, learning_rate_schedule
 from zoo.train.warm_start import warm_start
-from zoo.train.workdir import (VOCAB_FILE, build_model, check_same_model, create_state,
-                               load_trained, run_meta)
+from zoo.train.workdir import (build_model, check_same_model, create_state, load_trained,
+                               resume_position, run_meta, save_built_vocab)
 from zoo.train.workdir_lock import WorkdirLock
 
 log = logging.getLogger("zoo.train")
@@ -71,10 +87,93 @@ class _StopSignals:
             signal.signal(sig, handler)
 
 
-def _unreplicate(tree):
-    """First device's copy of a pmap-replicated tree, without gathering the others."""
-    # A shard of a pmap output is (1, ...) since pmap runs on shard_map (JAX >= 0.8).
-    return jax.tree.map(lambda x: x.addressable_shards[0].data.reshape(x.shape[1:]), tree)
+@dataclasses.dataclass(frozen=True)
+class _ParallelPath:
+    """One way to run the shared step over the devices. The loop keeps its state in the form
+    `train_fn` takes; `place_state` makes that form from global replicated arrays,
+    `global_state` turns it back into global arrays (for checkpoints), `place_batch` turns this
+    process's rows of a global batch into `train_fn`'s batch, `local` brings a replicated
+    result (metrics, the state's counters, params for sampling) onto one local device."""
+
+    description: str
+    train_fn: Callable
+    eval_fn: Callable
+    place_state: Callable
+    global_state: Callable
+    place_batch: Callable
+    place_rng: Callable
+    local: Callable
+    # Host or replicated values (a fresh or warm-started state) -> the global arrays this path
+    # restores checkpoints into.
+    to_global: Callable = distributed.replicate_global
+    # Whole arrays on this process (params for sampling): `local` where the state is
+    # replicated, gathered from the shards on a mesh.
+    full: Callable = distributed.local_copy
+
+
+def _pmap_path(task, config, schedule) -> _ParallelPath:
+    """pmap over this process's devices; its pmean / psum span the devices of every process."""
+    num_local = jax.local_device_count()
+    return _ParallelPath(
+        description=f"pmap over {jax.device_count()} devices" + _processes(),
+        train_fn=step_lib.pmap_train_step(task, grad_accum_steps=config.grad_accum_steps,
+                                          learning_rate_fn=schedule),
+        eval_fn=step_lib.pmap_eval_step(task),
+        place_state=lambda state: jax_utils.replicate(distributed.local_copy(state)),
+        global_state=distributed.global_from_pmap,
+        place_batch=lambda batch: shard_batch(batch, num_local),
+        place_rng=lambda rng: rng,
+        local=distributed.local_copy)
+
+
+def _jit_path(task, config, schedule) -> _ParallelPath:
+    """jit over every device of every process: replicated state, batch sharded on its rows."""
+    mesh = distributed.data_mesh()
+    batch_sharding = distributed.batch_sharding(mesh)
+    replicated = distributed.replicated_sharding(mesh)
+    return _ParallelPath(
+        description=f"jit over {jax.device_count()} device(s)" + _processes(),
+        train_fn=step_lib.jit_train_step(task, grad_accum_steps=config.grad_accum_steps,
+                                         learning_rate_fn=schedule),
+        eval_fn=step_lib.jit_eval_step(task),
+        place_state=lambda state: state,
+        global_state=lambda state: state,
+        place_batch=lambda batch: distributed.global_batch(batch, batch_sharding),
+        place_rng=lambda rng: jax.random.wrap_key_data(
+            distributed.replicate_global(jax.random.key_data(rng), replicated)),
+        local=distributed.local_copy)
+
+
+def _mesh_path(task, config, schedule, mesh, rules, shardings) -> _ParallelPath:
+    """jit over a device mesh (data, fsdp, tensor axes): the state on `shardings`, from the
+    params' logical axis names (zoo.train.mesh)."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return _ParallelPath(
+        description=f"mesh {dict(mesh.shape)} over {jax.device_count()} devices" + _processes(),
+        train_fn=mesh_lib.mesh_train_step(task, mesh, shardings,
+                                          grad_accum_steps=config.grad_accum_steps,
+                                          learning_rate_fn=schedule, rules=rules),
+        eval_fn=mesh_lib.mesh_eval_step(task, mesh, shardings, rules),
+        place_state=lambda state: mesh_lib.shard_state(state, shardings),
+        global_state=lambda state: state,
+        place_batch=lambda batch: mesh_lib.global_batch(batch, mesh, rules),
+        place_rng=lambda rng: jax.random.wrap_key_data(
+            distributed.replicate_global(jax.random.key_data(rng), replicated)),
+        local=distributed.local_copy,
+        to_global=lambda state: mesh_lib.shard_state(state, shardings),
+        full=mesh_lib.host_copy)
+
+
+def _processes() -> str:
+    return f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+
+
+def _parallel_path(config, task, schedule) -> _ParallelPath:
+    """config.parallel: "pmap", "jit", or "auto" (pmap when this process has several
+    devices); "mesh" is `_mesh_path`, built with the sharded state."""
+    if config.parallel == "pmap" or (config.parallel == "auto" and jax.local_device_count() > 1):
+        return _pmap_path(task, config, schedule)
+    return _jit_path(task, config, schedule)
 
 
 def _warm_start(state, init_from: str):
@@ -83,40 +182,48 @@ def _warm_start(state, init_from: str):
     params, copied = warm_start(state.params, source_params)
     if not copied:
         raise ValueError(f"no parameters of {init_from} ({source_meta['model']}) fit this model.")
-    print(f"initialised {copied} from {init_from} ({source_meta['model']})", flush=True)
+    if jax.process_index() == 0:
+        print(f"initialised {copied} from {init_from} ({source_meta['model']})", flush=True)
     return state.replace(params=params)
 
 
-def restore_or_init(ckpt: Checkpointer, state, dropout_rng: jax.Array, meta: dict[str, Any]):
-    """(state, dropout rng, data position) from the newest intact checkpoint, or the fresh
-    ones."""
+def restore_or_init(ckpt: Checkpointer, state, dropout_rng: jax.Array, meta: dict[str, Any],
+                    allow_batch_change: bool = False):
+    """(state, dropout rng, data position, note) from the newest intact checkpoint, or the
+    fresh ones. `state` holds global arrays, and the restored state has their shardings
+    (whatever devices wrote the checkpoint); `note` tells of a rescaled data position."""
     target = {"step": state.step, "params": state.params, "opt_state": state.opt_state,
-              "rng": jax.random.key_data(dropout_rng)}
-    found = ckpt.restore_latest_intact(
-        target, check_meta=lambda saved: check_same_model(saved, meta, ckpt.directory))
+              "rng": distributed.replicate_global(jax.random.key_data(dropout_rng),
+                                                  state.step.sharding)}
+    global_batch = meta["global_batch"]
+
+    def check(saved):
+        check_same_model(saved, meta, ckpt.directory)
+        resume_position(saved, global_batch, allow_batch_change, ckpt.directory)
+
+    found = ckpt.restore_latest_intact(target, check_meta=check)
     if found is None:
-        return state, dropout_rng, 0
+        return state, dropout_rng, 0, None
     step, restored, saved_meta = found
+    nonfinite = distributed.replicate_global(
+        np.int32(saved_meta.get("nonfinite_steps", 0)), state.step.sharding)
     state = state.replace(step=restored["step"], params=restored["params"],
-                          opt_state=restored["opt_state"],
-                          nonfinite_steps=jnp.asarray(saved_meta.get("nonfinite_steps", 0),
-                                                      jnp.int32))
+                          opt_state=restored["opt_state"], nonfinite_steps=nonfinite)
     log.info("resumed from step %d in %s", step, ckpt.directory)
-    return state, jax.random.wrap_key_data(restored["rng"]), int(saved_meta["data_position"])
+    position, note = resume_position(saved_meta, global_batch, allow_batch_change,
+                                     ckpt.directory)
+    rng = jax.random.wrap_key_data(distributed.local_copy(restored["rng"]))
+    return state, rng, position, note
 
 
-def evaluate(eval_fn, state, eval_data, task, num_batches: int, num_devices: int | None,
+def evaluate(path: _ParallelPath, state, eval_data, task, num_batches: int,
              model_config) -> dict[str, float]:
     """Task metrics (mean loss, accuracy, ...) over the first `num_batches` eval batches."""
     totals = None
     for i in range(min(num_batches, len(eval_data))):
         batch = eval_data.get(i)
         task.check_batch(batch, model_config)
-        if num_devices:
-            sums = _unreplicate(eval_fn(state, shard_batch(batch, num_devices)))
-        else:
-            sums = eval_fn(state, batch)
-        sums = jax.device_get(sums)
+        sums = jax.device_get(path.local(path.eval_fn(state, path.place_batch(batch))))
         totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
     return task.finalize(totals) if totals is not None else {}
 
@@ -129,9 +236,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     to continue. The summary holds the final step, eval metrics, params and samples.
     """
     validate(config)
-    lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
-    with lock:
+    with _hold_workdir(workdir):
         return _train_and_evaluate(config, workdir, stop_after_step)
+
+
+@contextlib.contextmanager
+def _hold_workdir(workdir: str):
+    """Process 0 holds the workdir lock; every process learns whether it got it, so a refused
+    run stops on all of them instead of leaving the others waiting."""
+    chief = jax.process_index() == 0
+    lock = WorkdirLock(workdir) if chief else contextlib.nullcontext()
+    error = None
+    try:
+        lock.__enter__()
+    except Exception as e:  # noqa: BLE001 - re-raised below, after telling the other processes
+        error = e
+    if distributed.any_process(error is not None):
+        if error is not None:
+            raise error
+        raise WorkdirBusyError(f"process 0 could not take the workdir {workdir} (its error says "
+                               "why); nothing was written.")
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def _nonfinite_message(what: str, step: int, ckpt: Checkpointer) -> str:
@@ -149,11 +277,9 @@ def _train_and_evaluate(config, workdir, stop_after_step):
     else:
         jax_runtime.disable_compilation_cache()
     spec, model_config, model, task = build_model(config)
-    num_local = jax.local_device_count()
-    use_pmap = config.parallel == "pmap" or (config.parallel == "auto" and num_local > 1)
-    num_devices = num_local if use_pmap else None
-    global_batch = config.per_device_batch_size * (num_local if use_pmap else 1)
+    global_batch = config.per_device_batch_size * jax.device_count()
     is_chief = jax.process_index() == 0
+    say = print if is_chief else (lambda *args, **kwargs: None)
 
     data = create_data(task.name, config, global_batch, process_index=jax.process_index(),
                        process_count=jax.process_count())
@@ -161,35 +287,36 @@ def _train_and_evaluate(config, workdir, stop_after_step):
     schedule = learning_rate_schedule(config, d_model=model_config.emb_dim)
     tx = create_optimizer(config, schedule)
     init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-    state = create_state(model, task, tx, model_config, config.seq_len, init_rng)
+    if config.parallel == "mesh":  # created sharded: no device ever holds the whole state
+        rules = partitioning.axis_rules(config.logical_axis_rules)
+        mesh = mesh_lib.create_mesh(config.mesh.to_dict())
+        state, shardings = mesh_lib.create_sharded_train_state(
+            model, tx, task.example_inputs(model_config, config.seq_len), init_rng, mesh, rules)
+        path = _mesh_path(task, config, schedule, mesh, rules, shardings)
+    else:
+        path = _parallel_path(config, task, schedule)
+        state = create_state(model, task, tx, model_config, config.seq_len, init_rng)
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
 
-    meta = run_meta(config, model_config)
+    meta = {**run_meta(config, model_config), "global_batch": global_batch}
     ckpt = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
     if config.init_from and ckpt.latest_step() is None:
-        state = _warm_start(state, config.init_from)
+        state = _warm_start(state.replace(params=path.full(state.params)), config.init_from)
     if is_chief and data.built_vocab is not None:
-        os.makedirs(workdir, exist_ok=True)
-        data.built_vocab.save(os.path.join(workdir, VOCAB_FILE))
-    state, dropout_rng, position = restore_or_init(ckpt, state, dropout_rng, meta)
-    start_step = int(state.step)
-    nonfinite_at_start = nonfinite_checked = int(state.nonfinite_steps)
-
-    if use_pmap:
-        state = jax_utils.replicate(state)
-        train_fn = step_lib.pmap_train_step(task, grad_accum_steps=config.grad_accum_steps,
-                                            learning_rate_fn=schedule)
-        eval_fn = step_lib.pmap_eval_step(task)
-    else:
-        train_fn = step_lib.jit_train_step(task, grad_accum_steps=config.grad_accum_steps,
-                                           learning_rate_fn=schedule)
-        eval_fn = step_lib.jit_eval_step(task)
-    host_state = _unreplicate if use_pmap else (lambda s: s)
+        save_built_vocab(workdir, data.built_vocab)
+    state = path.to_global(state)  # replicated on every device, or on the mesh shardings
+    state, dropout_rng, position, note = restore_or_init(ckpt, state, dropout_rng, meta,
+                                                         config.allow_batch_change)
+    start_step = int(distributed.local_copy(state.step))
+    nonfinite_at_start = nonfinite_checked = int(distributed.local_copy(state.nonfinite_steps))
+    state = path.place_state(state)
+    step_rng = path.place_rng(dropout_rng)
+    saved_rng = distributed.replicate_global(jax.random.key_data(dropout_rng))
 
     def check_nonfinite(step: int) -> int:
         """The run's non-finite step count; NonFiniteError under the "stop" policy."""
-        s = host_state(state)
-        count, first = jax.device_get((s.nonfinite_steps, s.first_nonfinite_step))
+        count, first = jax.device_get(path.local((state.nonfinite_steps,
+                                                  state.first_nonfinite_step)))
         if count > nonfinite_at_start and config.nonfinite_policy == "stop":
             raise NonFiniteError(_nonfinite_message(
                 "the loss or gradient norm was NaN / inf (the update was not applied)",
@@ -199,7 +326,7 @@ def _train_and_evaluate(config, workdir, stop_after_step):
     def save(step: int, data_position: int, evaluated: bool) -> None:
         nonlocal nonfinite_checked
         count = check_nonfinite(step)
-        s = host_state(state)
+        s = path.global_state(state)  # every process saves its part of the global arrays
         bad = checkpoint_lib.non_finite_leaves(s.params)
         if bad:
             raise NonFiniteError(_nonfinite_message(f"parameters {', '.join(bad[:3])} NaN / inf", step,
@@ -208,12 +335,13 @@ def _train_and_evaluate(config, workdir, stop_after_step):
             run_eval(step, num_batches=None if count > nonfinite_checked else 1)  # step
         nonfinite_checked = count
         ckpt.save(step, {"step": s.step, "params": s.params, "opt_state": s.opt_state,
-                         "rng": jax.random.key_data(dropout_rng)},
-                  {**meta, "data_position": data_position, "nonfinite_steps": count})
+                         "rng": saved_rng},
+                  {**meta, "data_position": data_position, "nonfinite_steps": count},
+                  data=batches)
 
     def run_eval(step: int, num_batches: int | None = None) -> dict[str, float]:
-        metrics = evaluate(eval_fn, state, eval_data, task, num_batches or config.num_eval_batches,
-                           num_devices, model_config)
+        metrics = evaluate(path, state, eval_data, task, num_batches or config.num_eval_batches,
+                           model_config)
         bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
         if bad:
             raise NonFiniteError(_nonfinite_message(f"eval metric(s) {', '.join(bad)} NaN / inf", step,
@@ -222,15 +350,24 @@ def _train_and_evaluate(config, workdir, stop_after_step):
             writer.write(step, metrics, split="eval")
         return metrics
 
+    def should_stop(step: int) -> bool:
+        """A stop signal: alone, at once; with several processes, agreed at log and checkpoint
+        steps, so they all stop after the same step (a signal reaches each at its own time)."""
+        if jax.process_count() == 1:
+            return signals.received is not None
+        if step % config.log_every_steps and step % config.checkpoint_every_steps:
+            return False
+        return distributed.any_process(signals.received is not None)
+
     writer = MetricWriter(workdir, enabled=is_chief)
-    tokens_per_step = global_batch * jax.process_count() * config.seq_len
-    print(f"model {config.model}: {num_params:,} parameters; "
-          f"{'pmap over ' + str(num_local) + ' devices' if use_pmap else 'jit on 1 device'}; "
-          f"global batch {global_batch} x {config.seq_len} tokens; baselines: " +
-          ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                    for k, v in data.baselines.items()), flush=True)
+    tokens_per_step = global_batch * config.seq_len
+    say(f"model {config.model}: {num_params:,} parameters; {path.description}; "
+        f"global batch {global_batch} x {config.seq_len} tokens; baselines: " +
+        ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                  for k, v in data.baselines.items()), flush=True)
     if start_step:
-        print(f"resuming from checkpoint at step {start_step}", flush=True)
+        say(f"resuming from checkpoint at step {start_step}" + (f"; {note}" if note else ""),
+            flush=True)
 
     eval_metrics: dict[str, float] = {}
     interrupted = None
@@ -238,18 +375,20 @@ def _train_and_evaluate(config, workdir, stop_after_step):
     bar = tqdm(total=config.num_train_steps, initial=start_step, disable=not is_chief,
                mininterval=1.0, dynamic_ncols=True)
     last_time, last_step = time.perf_counter(), step
-    with _StopSignals() as signals:
+    batches = train_iterator(train_data, config, start=position)
+    if start_step and note is None:  # the same global batch: continue from grain's own state
+        ckpt.restore_data(start_step, batches)
+        position = batches.position
+    with _StopSignals() as signals, batches:
         while step < config.num_train_steps:
-            batch = train_data.get(position)
+            batch = next(batches)
             task.check_batch(batch, model_config)
-            if use_pmap:
-                batch = shard_batch(batch, num_local)
-            state, metrics = train_fn(state, batch, dropout_rng)
-            step, position = step + 1, position + 1
+            state, metrics = path.train_fn(state, path.place_batch(batch), step_rng)
+            step, position = step + 1, batches.position
             bar.update(1)
 
             if step % config.log_every_steps == 0 or step == config.num_train_steps:
-                metrics = jax.device_get(_unreplicate(metrics) if use_pmap else metrics)
+                metrics = jax.device_get(path.local(metrics))
                 check_nonfinite(step)
                 now = time.perf_counter()
                 metrics["tokens_per_sec"] = tokens_per_step * (step - last_step) / (now - last_time)
@@ -261,25 +400,29 @@ def _train_and_evaluate(config, workdir, stop_after_step):
             if evaluated:
                 check_nonfinite(step)
                 eval_metrics = run_eval(step)
-                bar.write(f"step {step}: eval " + ", ".join(
-                    f"{k}={v:.4f}" for k, v in eval_metrics.items()))
+                if is_chief:
+                    bar.write(f"step {step}: eval " + ", ".join(
+                        f"{k}={v:.4f}" for k, v in eval_metrics.items()))
             if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
                 save(step, position, evaluated)
-            if signals.received is not None or step == stop_after_step:
+            if should_stop(step) or step == stop_after_step:
                 interrupted = (signal.Signals(signals.received).name if signals.received
+                               else "SIGTERM" if step != stop_after_step
                                else f"stop_after_step={step}")
                 if ckpt.latest_step() != step:
                     save(step, position, evaluated)
-                bar.write(f"{interrupted} received: saved a checkpoint at step {step}; "
-                          "rerun the same command to resume.")
+                if is_chief:
+                    bar.write(f"{interrupted} received: saved a checkpoint at step {step}; "
+                              "rerun the same command to resume.")
                 break
     bar.close()
     writer.close()
     ckpt.close()
 
     summary = {"step": step, "num_params": num_params, "baselines": data.baselines,
+               "is_chief": is_chief,
                "eval": eval_metrics, "interrupted": interrupted,
-               "params": host_state(state).params}
+               "params": path.full(state.params)}
     if interrupted is None and config.num_samples > 0 and spec.decoder_cls is not None and is_chief:
         settings = SampleSettings(
             num_samples=config.num_samples, prompt=config.sample_prompt,
@@ -287,7 +430,7 @@ def _train_and_evaluate(config, workdir, stop_after_step):
             top_k=config.sample_top_k, top_p=config.sample_top_p, seed=config.seed + 1,
             max_len=model_config.max_len, seq_len=config.seq_len,
             reverse_source=config.reverse_source)
-        summary["samples"] = task.samples(spec.decoder_cls(model), host_state(state).params,
+        summary["samples"] = task.samples(spec.decoder_cls(model), summary["params"],
                                           tokenizer, eval_data.get(0), settings)
         for text in summary["samples"]:
             print("-" * 40 + "\n" + text, flush=True)

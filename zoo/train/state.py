@@ -4,6 +4,9 @@
     task = zoo.tasks.get_task("causal_lm", model.config)
     tx = create_optimizer(config, schedule)                  # zoo.train.optimizer
     state = create_train_state(model, tx, task.example_inputs(model.config, 256), rng)
+
+Over a device mesh (data parallel, FSDP, tensor parallel) the same state is built directly
+sharded by `zoo.train.mesh.create_sharded_train_state`.
 """
 from __future__ import annotations
 

@@ -3,15 +3,19 @@
     DIR/checkpoints/<step>/   orbax checkpoints: state + metadata (the run config, the model
                               config, the tokenizer name, the data position)
     DIR/vocab.json            a vocabulary built from the data (seq2seq), when there is one
+    DIR/tokenizer.model       the SentencePiece model a run trained (tokenizer="sentencepiece")
     DIR/metrics.jsonl, DIR/tensorboard/
 
 `load_trained(workdir)` rebuilds the model from the saved run config and restores its
 parameters; the loop (resume, warm start), `experiments.generate / evaluate / translate` and
-`zoo.eval.translator` all go through it.
+`zoo.eval.translator` all go through it. `load_tokenizer(workdir, meta)` gives the tokenizer the
+model was trained with: DIR/tokenizer.model, else the one the checkpoint names (workdirs
+written before SentencePiece existed name "byte").
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import jax
@@ -26,6 +30,7 @@ from zoo.train.optimizer import create_optimizer, learning_rate_schedule
 from zoo.train.state import create_train_state
 
 VOCAB_FILE = "vocab.json"  # a data-built vocabulary (seq2seq), saved next to the checkpoints
+TOKENIZER_FILE = "tokenizer.model"  # a trained SentencePiece model, saved next to them too
 
 
 def build_model(config: ml_collections.ConfigDict) -> tuple[ModelSpec, Any, Any, Task]:
@@ -47,8 +52,10 @@ def run_meta(config: ml_collections.ConfigDict, model_config: Any) -> dict[str, 
             "tokenizer": config.tokenizer, "config": config.to_dict()}
 
 
-# Run fields a resume must keep: the data position counts batches of this shape.
-RESUME_FIELDS = ("seq_len",)
+# Run fields a resume must keep: the data position counts batches of this shape, and tokens
+# of this tokenizer (the SentencePiece fields count only where tokenizer="sentencepiece").
+RESUME_FIELDS = ("seq_len", "tokenizer", "packing", "bucket_by_length")
+SENTENCEPIECE_FIELDS = ("spm_model_type", "spm_vocab_size")
 
 
 def check_record(saved: dict[str, Any]) -> None:
@@ -86,12 +93,37 @@ def check_same_model(saved: dict[str, Any], meta: dict[str, Any], directory: str
         raise CheckpointError(f"the checkpoint in {directory} was written by a {meta['model']!r} "
                               f"with other settings (saved vs now: {diff}). {fix}")
     saved_run, run = saved.get("config", {}), meta.get("config", {})
-    diff = {k: (saved_run[k], run.get(k)) for k in RESUME_FIELDS
+    fields = RESUME_FIELDS + (SENTENCEPIECE_FIELDS if run.get("tokenizer") == "sentencepiece"
+                              else ())
+    diff = {k: (saved_run[k], run.get(k)) for k in fields
             if k in saved_run and saved_run[k] != run.get(k)}
     if diff:
         raise CheckpointError(f"the checkpoint in {directory} was trained with other data shapes "
                               f"(saved vs now: {diff}), so its data position would point "
                               f"elsewhere. {fix}")
+
+
+def resume_position(saved: dict[str, Any], global_batch: int, allow_change: bool,
+                    directory: str) -> tuple[int, str | None]:
+    """(data position for a run of `global_batch`, a note when it was rescaled) from a
+    checkpoint's record. The position counts global batches of the checkpoint's size
+    (`saved["global_batch"]`; records older than that field are taken as unchanged). Another
+    size is refused with CheckpointError unless `allow_change`, which keeps the number of
+    examples seen (rounded up to whole batches, so none is seen twice)."""
+    position, before = int(saved["data_position"]), saved.get("global_batch")
+    if not isinstance(before, int) or before == global_batch:
+        return position, None
+    if not allow_change:
+        raise CheckpointError(
+            f"the checkpoint in {directory} was trained with a global batch of {before} but "
+            f"this run's is {global_batch} (per_device_batch_size x device count), so its data "
+            f"position ({position} batches) and the optimisation would change; run on the same "
+            "devices with the same per_device_batch_size, or pass "
+            "--config.allow_batch_change=True to go on with the new batch.")
+    rescaled = -(-position * before // global_batch)
+    return rescaled, (f"global batch changed from {before} to {global_batch}: data position "
+                      f"{position} -> {rescaled} batches ({position * before} examples seen; the "
+                      "learning-rate schedule still counts steps)")
 
 
 def abstract_train_state(config: ml_collections.ConfigDict):
@@ -174,3 +206,64 @@ def _check_same_run(saved: dict[str, Any], record: dict[str, Any], model: Any) -
     if _build(saved)[1].config != model.config:
         raise DamagedCheckpoint(f"its record describes another model ({saved['model']}) than the "
                                 "newest readable one")
+
+
+def save_built_vocab(workdir: str, vocab: Any) -> str:
+    """Writes a vocabulary built from the data into the workdir -> its path: a SentencePiece
+    model as DIR/tokenizer.model, a seq2seq CharVocab as DIR/vocab.json.
+
+    A workdir whose checkpoints were trained with another SentencePiece model is refused
+    (CheckpointError): their token ids would mean other pieces. Only the chief process writes.
+    """
+    from zoo.data.pipelines.sentencepiece_tokenizer import SentencePieceTokenizer
+
+    os.makedirs(workdir, exist_ok=True)
+    if not isinstance(vocab, SentencePieceTokenizer):
+        path = os.path.join(workdir, VOCAB_FILE)
+        vocab.save(path)
+        return path
+    path = os.path.join(workdir, TOKENIZER_FILE)
+    if os.path.isfile(path) and _has_checkpoints(workdir):
+        with open(path, "rb") as f:
+            if f.read() != vocab.model_proto:
+                raise CheckpointError(
+                    f"{path} is not the SentencePiece model this run trained (other texts or "
+                    "options), and the checkpoints in this workdir were trained with it. Use a "
+                    "fresh --workdir, or the config and data that wrote it.")
+        return path
+    vocab.save(path)
+    return path
+
+
+def load_tokenizer(workdir: str, meta: dict[str, Any], model: Any = None):
+    """The tokenizer the workdir's model was trained with: DIR/tokenizer.model (SentencePiece),
+    else the one `meta` (from `load_trained`) names, "byte" for workdirs written before
+    tokenizers were saved. With `model`, a tokenizer with more ids than the model's vocab_size
+    is a CheckpointError naming both numbers."""
+    from zoo.data.pipelines.tokenizers import get_tokenizer
+
+    path = os.path.join(workdir, TOKENIZER_FILE)
+    name = meta.get("tokenizer") or "byte"
+    if os.path.isfile(path):
+        from zoo.data.pipelines.sentencepiece_tokenizer import SentencePieceTokenizer
+
+        try:
+            tokenizer = SentencePieceTokenizer.load(path)
+        except (OSError, RuntimeError) as e:
+            raise CheckpointError(f"{path} is not a readable SentencePiece model ({e}); it is the "
+                                  "tokenizer this workdir was trained with.") from e
+    elif name == "sentencepiece":
+        raise CheckpointError(f"{workdir} was trained with a SentencePiece tokenizer but holds no "
+                              f"{TOKENIZER_FILE}; restore that file from a copy of the workdir.")
+    else:
+        tokenizer = get_tokenizer(name)
+    vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab_size is not None and tokenizer.vocab_size > vocab_size:
+        raise CheckpointError(f"the tokenizer of {workdir} has {tokenizer.vocab_size} ids but its "
+                              f"model's vocab_size is {vocab_size}; the workdir is inconsistent.")
+    return tokenizer
+
+
+def _has_checkpoints(workdir: str) -> bool:
+    directory = os.path.join(workdir, "checkpoints")
+    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))

@@ -51,9 +51,12 @@ class BatchStream:
     """Global batches by index, deterministic from the seed; this process's slice of each.
 
     `get(i)` is batch i. Under multi-host training every process computes the same global batch
-    order and keeps rows [process_index * G/P, (process_index + 1) * G/P). Built on grain's
-    random-access `MapDataset` (shuffled anew each epoch from the seed), so global batch `i` is a
-    pure function of (seed, i): resuming at batch `i` needs nothing but `i`.
+    order and reads only its rows [process_index * G/P, (process_index + 1) * G/P) of each, so
+    the processes together see every example once per epoch. Built on grain's random-access
+    `MapDataset` (shuffled anew each epoch from the seed), so global batch `i` is a pure function
+    of (seed, i): resuming at batch `i` needs nothing but `i`. `local_batches` is this process's
+    batches as a MapDataset; `zoo.data.pipelines.loader.TrainIterator` iterates it with
+    background prefetch and worker processes, its state checkpointable.
 
     pad_remainder: (eval, with shuffle=False and repeat=False) the last partial batch is padded
       to the global batch (`PaddedSource`) instead of dropped: `len` = ceil(items / batch).
@@ -75,16 +78,27 @@ class BatchStream:
             ds = ds.shuffle(seed=seed)
         if repeat:
             ds = ds.repeat()
-        self._batches = ds.batch(global_batch_size, drop_remainder=True)
+        local_size = global_batch_size // process_count
+        # Global batch i is items [i*G, (i+1)*G) of the (shuffled, repeated) item order; its rows
+        # [p*G/P, (p+1)*G/P) are local batch i*P + p of the same order cut into G/P-item batches.
+        # So each process reads only its own rows, and together they read each global batch.
+        local = ds.batch(local_size, drop_remainder=True)
+        if not repeat:  # a pass ends at its last whole global batch
+            local = local[:len(ds) // global_batch_size * process_count]
+        self.local_batches: grain.MapDataset = local[process_index::process_count]
         self.global_batch_size = global_batch_size
-        self._rows = slice(process_index * global_batch_size // process_count,
-                           (process_index + 1) * global_batch_size // process_count)
+        self.process_index, self.process_count = process_index, process_count
+        # What a saved iterator state must match to resume this stream (zoo.data.pipelines.loader).
+        self.signature = {"items": len(source), "global_batch_size": global_batch_size,
+                          "seed": seed if shuffle else None, "process_index": process_index,
+                          "process_count": process_count}
 
     def __len__(self) -> int:
-        return len(self._batches)
+        return len(self.local_batches)
 
     def get(self, index: int) -> Batch:
-        return {k: v[self._rows] for k, v in self._batches[index].items()}
+        """This process's rows of global batch `index`: (G/P, ...) per field."""
+        return self.local_batches[index]
 
 
 def eval_stream(source: Any, global_batch_size: int, *, seed: int = 0, process_index: int = 0,

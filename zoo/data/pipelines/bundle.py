@@ -18,6 +18,7 @@ class Data:
     eval: Any
     tokenizer: Any
     baselines: dict[str, float]
-    # A vocabulary built from the data (seq2seq's characters), with `save(path)`: the loop writes
-    # it into the workdir, where generate / evaluate / translate read it. None otherwise.
+    # A vocabulary built from the data (seq2seq's characters, a SentencePiece model), with
+    # `save(path)`: the loop writes it into the workdir (`zoo.train.workdir.save_built_vocab`),
+    # where generate / evaluate / translate read it. None otherwise.
     built_vocab: Any = None

@@ -12,7 +12,9 @@ with 0. Batches (each field's leading axis is the batch, B = this process's rows
 Per-character tags are repeated over the UTF-8 bytes of their character, so targets line up with
 byte ids. Train streams are shuffled and repeated, dropping each pass's last partial batch; eval
 streams are in split order, one pass, covering every example: the last partial batch is padded
-to the global batch with rows of weight 0 (`batch_stream.eval_stream`). Both are `BatchStream`s.
+to the global batch with rows of weight 0 (`batch_stream.eval_stream`). Both are `BatchStream`s;
+with `config.bucket_by_length` the train stream is a `bucketing.BucketedStream` instead (batches
+of similar lengths, T cut to a bucket length <= seq_len; eval stays at seq_len).
 
 Datasets: the embedded "zoo_docstrings" / "zoo_code_tags" (prepared in the data dir on first
 use), or any TFDS dataset prepared there in array_record, read with `tfds.data_source` (the data
@@ -31,6 +33,7 @@ import tensorflow_datasets as tfds
 
 from zoo.data.builders import zoo_code_tags, zoo_docstrings
 from zoo.data.pipelines.batch_stream import Batch, BatchStream, eval_stream
+from zoo.data.pipelines.bucketing import BucketedStream
 from zoo.data.pipelines.bundle import Data
 from zoo.data.pipelines.config_fields import config_field
 from zoo.data.pipelines.tfds_splits import as_text, missing_features, open_split, read_examples
@@ -96,6 +99,11 @@ class LabelledExamples:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def length_groups(self) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+        """The (B, T) keys and each example's length, for `bucketing` (`lengths` >= 1)."""
+        keys = ("inputs",) if self.targets is None else ("inputs", "targets", "weights")
+        return {"tokens": (keys, np.array([max(len(ids), 1) for ids in self.ids], np.int64))}
+
     def _pad(self, values: np.ndarray, dtype) -> np.ndarray:
         padded = np.zeros(self.seq_len, dtype)
         padded[:len(values)] = values
@@ -155,8 +163,12 @@ def _streams(config: Any, global_batch_size: int, train: LabelledExamples,
              evaluation: LabelledExamples, process_index: int, process_count: int):
     seed = config_field(config, "seed", 0)
     kwargs = {"process_index": process_index, "process_count": process_count}
-    return (BatchStream(train, global_batch_size, seed=seed, **kwargs),
-            eval_stream(evaluation, global_batch_size, seed=seed, **kwargs))
+    if config_field(config, "bucket_by_length", False):
+        train_stream = BucketedStream(train, train.length_groups(), global_batch_size,
+                                      config.seq_len, seed=seed, **kwargs)
+    else:
+        train_stream = BatchStream(train, global_batch_size, seed=seed, **kwargs)
+    return train_stream, eval_stream(evaluation, global_batch_size, seed=seed, **kwargs)
 
 
 def create_classification_data(config: Any, global_batch_size: int, *, process_index: int = 0,

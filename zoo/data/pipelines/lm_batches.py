@@ -10,6 +10,11 @@ whole, shuffled and repeated (a pass drops its last partial batch). Eval covers 
 its split once: the stream's tail is one more window padded with 0 (weights 0 there), and the
 last partial batch is padded with zero-weight rows (`batch_stream.eval_stream`), so the eval
 weights sum to the split's token count minus one (each token but the first is predicted once).
+
+With `config.packing` the texts are not concatenated: each is a document, packed whole into
+rows of T tokens with segment ids and per-segment positions (`packing.PackedLMRows`), so no
+token attends to or predicts across a document boundary; rows are then served the same way
+(train shuffled and repeated, eval in order with its last batch padded).
 """
 from __future__ import annotations
 
@@ -23,8 +28,9 @@ from zoo.data.pipelines.baselines import unigram_entropy
 from zoo.data.pipelines.batch_stream import Batch, BatchStream, eval_stream
 from zoo.data.pipelines.bundle import Data
 from zoo.data.pipelines.config_fields import config_field
+from zoo.data.pipelines.packing import PackedLMRows, document_tokens
 from zoo.data.pipelines.tfds_splits import as_text, missing_features, open_split, read_examples
-from zoo.data.pipelines.tokenizers import get_tokenizer
+from zoo.data.pipelines.tokenizers import TRAINED, tokenizer_for
 
 
 def load_texts(dataset: str, split: str, data_dir: str | None = None,
@@ -86,22 +92,55 @@ class LMWindows:
 
 def create_lm_data(config: Any, global_batch_size: int, *, process_index: int = 0,
                    process_count: int = 1) -> Data:
-    """Language-model windows of the config's dataset; baseline: unigram entropy of train.
+    """Language-model windows of the config's dataset.
+
+    Baselines: "unigram_entropy" (nats/token of the train split) and "eval_bytes_per_token"
+    (UTF-8 bytes of the eval text per predicted token: the eval loss divided by it is in nats
+    per byte, comparable across tokenizers). A trained tokenizer (SentencePiece) is also
+    `built_vocab`, which the loop saves in the workdir.
 
     Config fields: dataset, data_dir, tokenizer, eval_split, seq_len, seed; optional text_key
-    ("text").
+    ("text"), spm_model_type, spm_vocab_size, vocab_size (`tokenizers.tokenizer_for`).
     """
-    tokenizer = get_tokenizer(config.tokenizer)
     text_key = config_field(config, "text_key", "text")
-    train = token_stream(load_texts(config.dataset, "train", config.data_dir, text_key),
-                         tokenizer)
-    valid = token_stream(load_texts(config.dataset, config.eval_split, config.data_dir,
-                                    text_key), tokenizer)
+    train_texts = load_texts(config.dataset, "train", config.data_dir, text_key)
+    valid_texts = load_texts(config.dataset, config.eval_split, config.data_dir, text_key)
+    tokenizer = tokenizer_for(config, train_texts)
+    if config_field(config, "packing", False):
+        return _packed_lm_data(config, tokenizer, train_texts, valid_texts, global_batch_size,
+                               process_index, process_count)
+    train, valid = token_stream(train_texts, tokenizer), token_stream(valid_texts, tokenizer)
     global_batch = global_batch_size
     train_stream = BatchStream(LMWindows(train, config.seq_len), global_batch, seed=config.seed,
                                process_index=process_index, process_count=process_count)
     evaluation = eval_stream(LMWindows(valid, config.seq_len, pad_last=True), global_batch,
                              seed=config.seed, process_index=process_index,
                              process_count=process_count)
-    return Data(train_stream, evaluation, tokenizer,
-                {"unigram_entropy": unigram_entropy(train, tokenizer.vocab_size)})
+    baselines = {"unigram_entropy": unigram_entropy(train, tokenizer.vocab_size),
+                 "eval_bytes_per_token": text_bytes(valid_texts) / max(len(valid) - 1, 1)}
+    return Data(train_stream, evaluation, tokenizer, baselines,
+                built_vocab=tokenizer if config_field(config, "tokenizer", "byte") in TRAINED
+                else None)
+
+
+def text_bytes(texts: Sequence[str], separator: str = "\n\n") -> int:
+    """UTF-8 bytes of the texts as `token_stream` joins them."""
+    return len(separator.join(texts).encode("utf-8"))
+
+
+def _packed_lm_data(config: Any, tokenizer: Any, train_texts: Sequence[str],
+                    valid_texts: Sequence[str], global_batch_size: int, process_index: int,
+                    process_count: int) -> Data:
+    """`create_lm_data` with `config.packing`: rows of whole documents (`PackedLMRows`)."""
+    kwargs = {"seed": config.seed, "process_index": process_index,
+              "process_count": process_count}
+    train = PackedLMRows(document_tokens(train_texts, tokenizer), config.seq_len)
+    valid = PackedLMRows(document_tokens(valid_texts, tokenizer), config.seq_len)
+    baselines = {"unigram_entropy": unigram_entropy(train.tokens, tokenizer.vocab_size),
+                 "eval_bytes_per_token": sum(len(t.encode("utf-8")) for t in valid_texts)
+                 / max(valid.tokens.size - valid.num_documents, 1),
+                 "packed_fill": train.fill()}
+    return Data(BatchStream(train, global_batch_size, **kwargs),
+                eval_stream(valid, global_batch_size, **kwargs), tokenizer, baselines,
+                built_vocab=tokenizer if config_field(config, "tokenizer", "byte") in TRAINED
+                else None)

@@ -10,8 +10,12 @@ The `CharVocab` (`char_vocab`, also `Data.tokenizer`) is built from the train sp
 sources and targets; characters of the eval split that it lacks become UNK_ID. Train streams are
 shuffled and repeated, dropping each pass's last partial batch; eval streams are in split order,
 one pass, covering every example: the last partial batch is padded to the global batch with rows
-of weight 0 (`batch_stream.eval_stream`). Both are `BatchStream`s. Nothing is truncated: an
-example longer than seq_len is an error that names the length needed.
+of weight 0 (`batch_stream.eval_stream`). Both are `BatchStream`s; with `config.bucket_by_length`
+the train stream is a `bucketing.BucketedStream` (pairs of similar lengths; S and T each cut to
+a bucket length <= seq_len; eval stays at seq_len). With `config.packing` (the encoder-decoder
+transformer) train rows hold several pairs each (`packing.PackedPairRows`: segment ids and
+positions per side, pair k of a row is segment k on both); eval stays one pair per row.
+Nothing is truncated: an example longer than seq_len is an error that names the length needed.
 
 Datasets: the embedded "zoo_num2words/<config>" and "zoo_synthetic_seq2seq/<task>"
 (`zoo.data.builders`, prepared in the data dir on first use), or any TFDS dataset prepared there
@@ -32,9 +36,11 @@ import numpy as np
 from zoo.data.builders import seq2seq_datasets
 from zoo.data.pipelines.baselines import unigram_entropy
 from zoo.data.pipelines.batch_stream import Batch, BatchStream, eval_stream
+from zoo.data.pipelines.bucketing import BucketedStream
 from zoo.data.pipelines.bundle import Data
 from zoo.data.pipelines.char_vocab import CharVocab
 from zoo.data.pipelines.config_fields import config_field
+from zoo.data.pipelines.packing import PackedPairRows
 from zoo.data.pipelines.padding import pad_rows
 from zoo.data.pipelines.tfds_splits import as_text, missing_features, open_split, read_examples
 from zoo.special_tokens import EOS_ID, PAD_ID
@@ -147,7 +153,18 @@ def create_seq2seq_data(config: Any, global_batch_size: int, *, process_index: i
                 for name, (sources, targets) in encoded.items()}
     seed = config_field(config, "seed", 0)
     kwargs = {"process_index": process_index, "process_count": process_count}
-    return Data(BatchStream(examples["train"], global_batch_size, seed=seed, **kwargs),
+    if config_field(config, "bucket_by_length", False):
+        sources, targets = encoded["train"]
+        groups = {"source": (("inputs",), np.array([len(s) for s in sources])),
+                  "target": (("targets", "weights"), np.array([len(t) for t in targets]))}
+        train_stream = BucketedStream(examples["train"], groups, global_batch_size,
+                                      config.seq_len, seed=seed, **kwargs)
+    elif config_field(config, "packing", False):
+        train_stream = BatchStream(PackedPairRows(*encoded["train"], config.seq_len),
+                                   global_batch_size, seed=seed, **kwargs)
+    else:
+        train_stream = BatchStream(examples["train"], global_batch_size, seed=seed, **kwargs)
+    return Data(train_stream,
                 eval_stream(examples["eval"], global_batch_size, seed=seed, **kwargs),
                 vocab, _baselines(texts["train"][1], texts["eval"][1], encoded["train"][1],
                                   vocab.size),

@@ -1,0 +1,34 @@
+"""gpt_tiny on the embedded English corpus with a SentencePiece vocabulary instead of bytes.
+
+    python -m experiments.train --config experiments/configs/gpt_tiny_spm.py --workdir /tmp/spm
+
+A 2,048-piece unigram model is trained on zoo_text's train split (a few seconds, then cached in
+the data dir) and saved in the workdir as tokenizer.model, which experiments.generate uses. The
+final report gives the validation loss per token and per UTF-8 byte, the number to compare with
+the byte-level gpt_tiny.py. Its window of 256 pieces covers about 3 times the text of 256 bytes.
+`get_config("runlocal")` shrinks everything for a smoke test.
+"""
+from experiments.configs._runlocal import runlocal, shrink
+from zoo.train.config import base_config
+
+
+def get_config(arg: str | None = None):
+    config = base_config(
+        "gpt_tiny",
+        tokenizer="sentencepiece",
+        spm_model_type="unigram",
+        vocab_size=2048,  # = the SentencePiece model's pieces (spm_vocab_size unset)
+        num_train_steps=450,
+        per_device_batch_size=16,
+        seq_len=256,
+        learning_rate=2e-3,
+        schedule="cosine",
+        warmup_steps=40,
+        dropout_rate=0.0,
+        eval_every_steps=150,
+        checkpoint_every_steps=150,
+        sample_prompt="The ",
+    )
+    if runlocal(arg):
+        shrink(config)
+    return config
