@@ -25,7 +25,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 def _config(steps):
     return tiny_config(num_train_steps=steps, checkpoint_every_steps=1, keep_checkpoints=3,
-                       parallel="jit")
+                       parallel="jit", per_device_batch_size=1)
 
 
 @pytest.fixture(scope="module")

@@ -330,7 +330,7 @@ def _run_config(steps: int):
     from run_configs import tiny_config
 
     return tiny_config(num_train_steps=steps, checkpoint_every_steps=1, keep_checkpoints=3,
-                       parallel="jit")
+                       parallel="jit", per_device_batch_size=1)
 
 
 def _lstm_config(steps: int):
@@ -340,7 +340,8 @@ def _lstm_config(steps: int):
     config = load_config(os.path.join(root, "experiments", "configs", "lstm_char.py"), "runlocal")
     config.unlock()
     config.update(num_train_steps=steps, checkpoint_every_steps=1, keep_checkpoints=3,
-                  eval_every_steps=steps, num_eval_batches=1, num_samples=0, parallel="jit")
+                  eval_every_steps=steps, num_eval_batches=1, num_samples=0, parallel="jit",
+                  per_device_batch_size=1)
     config.lock()
     return config
 

@@ -93,7 +93,7 @@ def _metrics(workdir, split):
 def test_stop_policy_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     _poison(monkeypatch, train_positions=[3])  # position 3 feeds step 4
     config = tiny_config(num_train_steps=8, checkpoint_every_steps=2, log_every_steps=2,
-                         parallel="jit")
+                         parallel="jit", per_device_batch_size=1)
     with pytest.raises(NonFiniteError, match=r"at step 4;.*the last good checkpoint is step 2"):
         loop.train_and_evaluate(config, str(tmp_path))
     assert Checkpointer(str(tmp_path)).all_steps() == [2]
@@ -102,7 +102,8 @@ def test_stop_policy_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path,
 def test_skip_policy_skips_counts_and_finishes(tmp_path, monkeypatch):
     _poison(monkeypatch, train_positions=[3, 5])
     config = tiny_config(num_train_steps=8, checkpoint_every_steps=2, log_every_steps=1,
-                         eval_every_steps=4, parallel="jit", nonfinite_policy="skip")
+                         eval_every_steps=4, parallel="jit", nonfinite_policy="skip",
+                         per_device_batch_size=1)
     summary = loop.train_and_evaluate(config, str(tmp_path))
     assert summary["step"] == 8 and np.isfinite(summary["eval"]["loss"])
     counts = [r["nonfinite_steps"] for r in _metrics(str(tmp_path), "train")]
@@ -118,7 +119,7 @@ def test_a_nan_eval_is_never_checkpointed(tmp_path, monkeypatch):
     """The reported case: finite parameters whose eval loss is NaN were saved as 'good'."""
     _poison(monkeypatch, eval_batches=True)
     config = tiny_config(num_train_steps=6, eval_every_steps=2, checkpoint_every_steps=2,
-                         parallel="jit")
+                         parallel="jit", per_device_batch_size=1)
     with pytest.raises(NonFiniteError, match=r"eval metric\(s\) .*loss.* NaN / inf at step 2.*no checkpoint yet"):
         loop.train_and_evaluate(config, str(tmp_path))
     assert Checkpointer(str(tmp_path)).all_steps() == []
@@ -127,7 +128,7 @@ def test_a_nan_eval_is_never_checkpointed(tmp_path, monkeypatch):
 def test_a_checkpoint_between_evals_is_checked_on_one_eval_batch(tmp_path, monkeypatch):
     _poison(monkeypatch, eval_batches=True)
     config = tiny_config(num_train_steps=6, eval_every_steps=100, checkpoint_every_steps=1,
-                         parallel="jit")
+                         parallel="jit", per_device_batch_size=1)
     with pytest.raises(NonFiniteError, match=r"eval metric\(s\) .*loss.* NaN / inf at step 1"):
         loop.train_and_evaluate(config, str(tmp_path))
     assert Checkpointer(str(tmp_path)).all_steps() == []
@@ -136,7 +137,8 @@ def test_a_checkpoint_between_evals_is_checked_on_one_eval_batch(tmp_path, monke
 def test_an_exploding_run_under_skip_never_checkpoints_garbage(tmp_path):
     config = tiny_config(num_train_steps=10, learning_rate=1e30, warmup_steps=0,
                          schedule="constant", grad_clip_norm=0.0, log_every_steps=1,
-                         checkpoint_every_steps=1, nonfinite_policy="skip", parallel="jit")
+                         checkpoint_every_steps=1, nonfinite_policy="skip", parallel="jit",
+                         per_device_batch_size=1)
     with pytest.raises(NonFiniteError):
         loop.train_and_evaluate(config, str(tmp_path))
     ckpt = Checkpointer(str(tmp_path))

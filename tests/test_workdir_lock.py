@@ -37,7 +37,8 @@ def holder(tmp_path):
 def test_a_second_run_fails_at_once_naming_the_holder(tmp_path, holder):
     start = time.monotonic()
     with pytest.raises(WorkdirBusyError, match=rf"in use by another run \(pid {holder.pid}\)"):
-        train_and_evaluate(tiny_config(num_train_steps=2, parallel="jit"), str(tmp_path))
+        train_and_evaluate(tiny_config(num_train_steps=2, parallel="jit",
+                                       per_device_batch_size=1), str(tmp_path))
     assert time.monotonic() - start < 30  # refused before building or compiling anything much
     assert not os.path.exists(tmp_path / "checkpoints")
 
@@ -45,7 +46,8 @@ def test_a_second_run_fails_at_once_naming_the_holder(tmp_path, holder):
 def test_the_lock_of_a_killed_run_is_taken_over(tmp_path, holder):
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
-    summary = train_and_evaluate(tiny_config(num_train_steps=2, parallel="jit"), str(tmp_path))
+    summary = train_and_evaluate(tiny_config(num_train_steps=2, parallel="jit",
+                                             per_device_batch_size=1), str(tmp_path))
     assert summary["step"] == 2
     with WorkdirLock(str(tmp_path)):  # released at the end of the run
         pass

@@ -75,8 +75,10 @@ TRAIN_DEFAULTS: dict[str, Any] = dict(
     # run stops at the next log, eval or checkpoint naming that step; "skip": the update is
     # skipped and counted (metric "nonfinite_steps") and training goes on.
     nonfinite_policy="stop",
-    # Parallelism: "auto" = pmap over all local devices when there are several, else jit;
-    # "mesh" = jit over a device mesh (zoo/train/mesh.py): data parallel, FSDP, tensor parallel.
+    # Parallelism: "pmap" over the local devices (collectives spanning the processes); "jit"
+    # over every device, data parallel (CUDA_VISIBLE_DEVICES for one GPU); "auto" = pmap when
+    # this process has several devices, else jit; "mesh" = jit over a device mesh
+    # (zoo/train/mesh.py): data parallel, FSDP, tensor parallel.
     parallel="auto",
     # parallel="mesh": devices per mesh axis (-1: the rest); data x fsdp split the batch rows,
     # fsdp also the parameters and optimizer state, tensor the heads / MLP / vocabulary.

@@ -57,6 +57,10 @@ DEFAULT_RULES: Rules = (
 def axis_rules(overrides: Sequence[Sequence[Any]] = ()) -> Rules:
     """The rules in force: `overrides` (the config's `logical_axis_rules`) first, so they win,
     then DEFAULT_RULES. ConfigError if a rule is not a (name, mesh axes) pair over MESH_AXES."""
+    if not isinstance(overrides, (tuple, list)) or not all(
+            isinstance(rule, (tuple, list)) for rule in overrides):
+        raise ConfigError(f"logical_axis_rules must be a sequence of (logical name, mesh axis) "
+                          f"pairs such as (('vocab', None),); got {overrides!r}.")
     rules = tuple(tuple(rule) for rule in overrides) + DEFAULT_RULES
     for rule in rules:
         if len(rule) != 2 or not isinstance(rule[0], str):
