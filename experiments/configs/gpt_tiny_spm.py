@@ -8,27 +8,13 @@ final report gives the validation loss per token and per UTF-8 byte, the number 
 the byte-level gpt_tiny.py. Its window of 256 pieces covers about 3 times the text of 256 bytes.
 `get_config("runlocal")` shrinks everything for a smoke test.
 """
-from experiments.configs._runlocal import runlocal, shrink
-from zoo.train.config import base_config
+from experiments.configs import gpt_tiny
 
 
 def get_config(arg: str | None = None):
-    config = base_config(
-        "gpt_tiny",
-        tokenizer="sentencepiece",
-        spm_model_type="unigram",
-        vocab_size=2048,  # = the SentencePiece model's pieces (spm_vocab_size unset)
-        num_train_steps=450,
-        per_device_batch_size=16,
-        seq_len=256,
-        learning_rate=2e-3,
-        schedule="cosine",
-        warmup_steps=40,
-        dropout_rate=0.0,
-        eval_every_steps=150,
-        checkpoint_every_steps=150,
-        sample_prompt="The ",
-    )
-    if runlocal(arg):
-        shrink(config)
+    config = gpt_tiny.get_config(arg)  # the byte model's run, with only the vocabulary changed
+    config.unlock()
+    config.update(tokenizer="sentencepiece", spm_model_type="unigram",
+                  vocab_size=2048)  # = the SentencePiece model's pieces (spm_vocab_size unset)
+    config.lock()
     return config
