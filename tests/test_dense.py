@@ -1,11 +1,14 @@
 """zoo.nn.dense.dense_dot_general: same values and gradients as lax.dot_general in Flax layers."""
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zoo.nn.dense import dense_dot_general
+from zoo.nn.dense import dense_dot_general, matmul_2d
+from zoo.nn.logical_axes import on_mesh
+from zoo.train.partitioning import DEFAULT_RULES
 
 LAYERS = {
     "dense": (lambda dg: nn.Dense(6, dot_general=dg), (2, 5, 4)),  # K < N: plain matmul
@@ -45,3 +48,20 @@ def test_second_order_and_vmap():
                                rtol=1e-5)
     batched = jax.vmap(lambda xi: dense_dot_general(xi, w, dims))(x[:, None])
     np.testing.assert_allclose(batched[:, 0], x @ w, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(16, 8), (8, 16)])
+def test_matmul_on_a_mesh_has_autodiffs_gradients(shape):
+    """Under the mesh path's axis rules the 2-D matmul uses its own VJP (the weight gradient
+    from one dot, no transpose); values and gradients are autodiff's."""
+    x = jax.random.normal(jax.random.key(0), (5, shape[0]))
+    w = jax.random.normal(jax.random.key(1), shape)
+
+    def loss(x, w):
+        return jnp.sum(jnp.sin(matmul_2d(x, w)))
+
+    expected = jax.value_and_grad(loss, argnums=(0, 1))(x, w)
+    with nn.logical_axis_rules(DEFAULT_RULES):
+        assert on_mesh()
+        got = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(x, w)
+    chex.assert_trees_all_close(got, expected, rtol=1e-5, atol=1e-6)

@@ -20,6 +20,7 @@ import pytest
 
 from zoo.errors import CheckpointError, ConfigError
 from zoo.train import distributed
+from zoo.train import mesh as mesh_lib
 from zoo.train.checkpoint import Checkpointer
 from zoo.train.config import validate
 from zoo.train.loop import train_and_evaluate
@@ -126,6 +127,28 @@ def test_two_processes_killed_after_a_checkpoint_resume_and_train_like_one(tmp_p
     chex.assert_trees_all_close(two, one_process_run, atol=2e-6, rtol=0)
 
 
+@pytest.mark.slow
+def test_a_sigterm_to_one_process_stops_both_at_one_step_with_a_checkpoint(tmp_path,
+                                                                         one_process_run):
+    """A preemption notice reaching only process 1: both processes agree on the next log /
+    checkpoint step, save there and exit 143 (neither waits forever in a collective the
+    other left); the rerun ends where 1 process x 4 devices does."""
+    stopped = tmp_path / "stopped"
+    procs = _two_processes(stopped)
+    deadline = time.time() + 300
+    while not (stopped / "checkpoints" / "2").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    procs[1].send_signal(signal.SIGTERM)
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [143, 143], outputs[0][-2000:] + outputs[1][-2000:]
+    last = Checkpointer(str(stopped)).latest_step()
+    assert last in range(2, RUN["num_train_steps"]), f"the signal came too late ({last})"
+    assert f"SIGTERM received: saved a checkpoint at step {last}" in outputs[0]
+    out = _finish(_two_processes(stopped))
+    assert f"resuming from checkpoint at step {last}" in out[0]
+    chex.assert_trees_all_close(_params(stopped), one_process_run, atol=2e-6, rtol=0)
+
+
 @pytest.fixture(scope="module")
 def eight_device_workdir(tmp_path_factory):
     """A run of 2 steps with jit over 8 devices (global batch 16), checkpointed."""
@@ -225,7 +248,7 @@ def test_inconsistent_process_settings_are_one_line_errors(fields, message):
 def test_process_local_rows_become_one_global_batch():
     """One process: its rows are the whole batch, laid out over the 4 devices by row."""
     rows = {"x": np.arange(8 * 3).reshape(8, 3)}
-    batch = distributed.global_batch(rows)["x"]
+    batch = mesh_lib.global_batch(rows, mesh_lib.create_mesh({"data": -1}))["x"]
     assert batch.shape == (8, 3) and len(batch.sharding.device_set) == 4
     assert [s.index[0] for s in batch.addressable_shards] == [slice(2 * i, 2 * i + 2)
                                                               for i in range(4)]

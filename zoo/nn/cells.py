@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.nn.dense import dense_matmul
-from zoo.nn.logical_axes import axes
+from zoo.nn.logical_axes import axes, on_mesh
 
 Carry = tuple[jax.Array, ...]
 Params = dict[str, jax.Array]
@@ -255,23 +255,29 @@ class CellParams(nn.Module):
                            self.kernel_init, self.recurrent_init, self.param_dtype)
 
 
-def project_inputs(params: Params, x: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+def project_inputs(params: Params, x: jax.Array, dtype: Any = jnp.float32,
+                   time_major: bool = False) -> jax.Array:
     """(..., D) -> (..., G*H): the input half of every gate, for all time steps in one matmul.
 
     The result is in the operand dtype `operand_dtype(dtype, ...)`. The matmul returns that
     dtype too (GPUs, TPUs and XLA:CPU accumulate 16-bit products in float32 and round once),
     so that its gradients are 16-bit matmuls as well; the bias is added in float32.
+    `time_major`: x is (T, B, D); on a device mesh its rows B are split, and the one 2-D
+    matmul's (T*B, D) reshape would gather them, so the matmul keeps the (T, B) axes there.
     """
     kernel = params["input_kernel"]
     op = operand_dtype(dtype, x, kernel)
-    xp = dense_matmul(cast(x, op), cast(kernel, op))  # (..., G*H)
+    if time_major and on_mesh():
+        xp = jnp.matmul(cast(x, op), cast(kernel, op))  # (T, B, G*H)
+    else:
+        xp = dense_matmul(cast(x, op), cast(kernel, op))  # (..., G*H)
     bias = params["bias"].reshape((1,) * (x.ndim - 1) + (-1,))
     acc = accumulation_dtype(op)
     return cast(cast(xp, acc) + cast(bias, acc), op)
 
 
 def project_tokens(params: Params, embedding: jax.Array, tokens: jax.Array,
-                   dtype: Any = jnp.float32) -> jax.Array:
+                   dtype: Any = jnp.float32, time_major: bool = False) -> jax.Array:
     """`project_inputs(params, embedding[tokens], dtype)` for int tokens (...,) -> (..., G*H).
 
     When the table has fewer rows V than there are tokens N, the V rows are projected once and
@@ -281,7 +287,7 @@ def project_tokens(params: Params, embedding: jax.Array, tokens: jax.Array,
     """
     if embedding.shape[0] < tokens.size:
         return jnp.take(project_inputs(params, embedding, dtype), tokens, axis=0)
-    return project_inputs(params, jnp.take(embedding, tokens, axis=0), dtype)
+    return project_inputs(params, jnp.take(embedding, tokens, axis=0), dtype, time_major)
 
 
 class Cell(nn.Module):

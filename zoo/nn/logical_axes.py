@@ -24,6 +24,7 @@ import contextvars
 from collections.abc import Iterator
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 _RECORDING = contextvars.ContextVar("zoo_recording_axes", default=False)
@@ -42,6 +43,25 @@ def recording_axes() -> Iterator[None]:
         yield
     finally:
         _RECORDING.reset(token)
+
+
+def on_mesh() -> bool:
+    """True while logical axis rules are in force: inside the mesh path's step."""
+    return bool(nn.get_logical_axis_rules())
+
+
+def constrain_batch(x: jax.Array, axis: int = 0) -> jax.Array:
+    """x pinned to its rows (dimension `axis`) split over the "batch" mesh axes and every
+    other dimension whole: (B, T, D) activations, (B, H) carries, time-major (T, B, H) with
+    axis=1.
+
+    Without it XLA's partitioner may keep FSDP weights split along "embed" / "hidden" and
+    split the activations along their width instead, all-gathering the batch (and, in a
+    recurrence, exchanging data at every time step). A no-op outside `nn.logical_axis_rules`
+    (pmap, plain jit)."""
+    names = [None] * x.ndim
+    names[axis] = "batch"
+    return nn.with_logical_constraint(x, tuple(names))
 
 
 def axes(init: nn.initializers.Initializer, *names: str | None) -> nn.initializers.Initializer:

@@ -106,9 +106,10 @@ class RecurrentLayer(nn.Module):
                                                      params["input_kernel"]))
             initial_carry = cell.init_carry(x.shape[1 - t_axis], self.hidden_size, dtype)
         if embedding is None:
-            xp = project_inputs(params, x, self.dtype)  # (B, T, G*H), one matmul for all steps
+            # (B, T, G*H), one matmul for all steps
+            xp = project_inputs(params, x, self.dtype, time_major)
         else:
-            xp = project_tokens(params, embedding, x, self.dtype)
+            xp = project_tokens(params, embedding, x, self.dtype, time_major)
 
         def run(xp, lengths):
             return scan_cell(self.cell, params, xp, initial_carry, lengths, self.unroll,

@@ -26,7 +26,7 @@ import numpy as np
 
 from zoo.nn.attention import Implementation, MultiHeadAttention
 from zoo.nn.dense import dense_dot_general
-from zoo.nn.logical_axes import SCAN_METADATA, axes, norm_axes
+from zoo.nn.logical_axes import SCAN_METADATA, axes, constrain_batch, norm_axes
 
 Activation = Literal["relu", "gelu", "gelu_tanh"]
 # What a block keeps for the backward pass (`remat` config field): "none" keeps everything;
@@ -91,8 +91,10 @@ class _Residual(nn.Module):
                             param_dtype=self.param_dtype, **norm_axes(), name=ln_name)
         drop = nn.Dropout(self.dropout_rate)
         if self.pre_ln:
-            return x + drop(fn(norm(x)), deterministic=self.deterministic)
-        return norm(x + drop(fn(x), deterministic=self.deterministic))
+            x = x + drop(fn(norm(x)), deterministic=self.deterministic)
+        else:
+            x = norm(x + drop(fn(x), deterministic=self.deterministic))
+        return constrain_batch(x)
 
 
 class EncoderBlock(_Residual):
@@ -200,6 +202,7 @@ def run_layers(block_cls: type[nn.Module], block_kwargs: dict[str, Any], num_lay
     keeps for the backward pass; `unroll` blocks run per iteration of the scan.
     """
     cls = _rematerialised(block_cls, remat_policy(remat), scan)
+    x = constrain_batch(x)
     if scan:
         stack = nn.scan(cls, variable_axes={"params": 0, "cache": 0},
                         split_rngs={"params": True, "dropout": True},

@@ -25,14 +25,13 @@ from typing import Any
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 
 from zoo.errors import ConfigError
 
 log = logging.getLogger("zoo.train")
 
 MODES = ("auto", "on", "off")
-DATA_AXIS = "batch"  # the mesh axis the data-parallel paths shard the batch over
 _ENV = {"coordinator_address": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES",
         "process_id": "JAX_PROCESS_ID"}
 _INDEXED_JOB_ENV = "JOB_COMPLETION_INDEX"  # the pod's index in a Kubernetes indexed Job
@@ -139,17 +138,12 @@ def initialize_distributed(config: Any) -> bool:
     return jax.process_count() > 1
 
 
-def data_mesh() -> Mesh:
-    """All devices of all processes on one data-parallel axis, process by process."""
-    return Mesh(np.array(jax.devices()), (DATA_AXIS,))
+def replicated_sharding() -> NamedSharding:
+    """Every device of every process holds the whole value (on the data-parallel mesh that
+    `parallel="jit"` runs over)."""
+    from zoo.train.mesh import create_mesh  # mesh imports the step; this module stays light
 
-
-def replicated_sharding(mesh: Mesh | None = None) -> NamedSharding:
-    return NamedSharding(mesh or data_mesh(), PartitionSpec())
-
-
-def batch_sharding(mesh: Mesh | None = None) -> NamedSharding:
-    return NamedSharding(mesh or data_mesh(), PartitionSpec(DATA_AXIS))
+    return NamedSharding(create_mesh({"data": -1}), PartitionSpec())
 
 
 def replicate_global(tree: Any, sharding: NamedSharding | None = None) -> Any:
@@ -190,17 +184,6 @@ def local_copy(tree: Any) -> Any:
         return data.reshape(x.shape[1:])  # a pmap shard is (1, ...)
 
     return jax.tree.map(first, tree)
-
-
-def global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding | None = None
-                 ) -> dict[str, jax.Array]:
-    """This process's rows of a global batch (B / process_count, ...) as global arrays
-    (B, ...) sharded over all devices along the batch axis."""
-    sharding = sharding or batch_sharding()
-    count = jax.process_count()
-    return {k: jax.make_array_from_process_local_data(sharding, v,
-                                                      (v.shape[0] * count, *v.shape[1:]))
-            for k, v in batch.items()}
 
 
 def to_host(x: jax.Array) -> np.ndarray:

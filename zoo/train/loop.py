@@ -128,9 +128,8 @@ def _pmap_path(task, config, schedule) -> _ParallelPath:
 
 def _jit_path(task, config, schedule) -> _ParallelPath:
     """jit over every device of every process: replicated state, batch sharded on its rows."""
-    mesh = distributed.data_mesh()
-    batch_sharding = distributed.batch_sharding(mesh)
-    replicated = distributed.replicated_sharding(mesh)
+    mesh = mesh_lib.create_mesh({"data": -1})
+    replicated = NamedSharding(mesh, PartitionSpec())
     return _ParallelPath(
         description=f"jit over {jax.device_count()} device(s)" + _processes(),
         train_fn=step_lib.jit_train_step(task, grad_accum_steps=config.grad_accum_steps,
@@ -138,7 +137,7 @@ def _jit_path(task, config, schedule) -> _ParallelPath:
         eval_fn=step_lib.jit_eval_step(task),
         place_state=lambda state: state,
         global_state=lambda state: state,
-        place_batch=lambda batch: distributed.global_batch(batch, batch_sharding),
+        place_batch=lambda batch: mesh_lib.global_batch(batch, mesh),
         place_rng=lambda rng: jax.random.wrap_key_data(
             distributed.replicate_global(jax.random.key_data(rng), replicated)),
         local=distributed.local_copy)

@@ -19,12 +19,17 @@ all-reduces after the row-parallel matmuls; for FSDP all-gathers of the weights 
 matmuls, and gradients reduced back onto the shards, so the updated parameters and optimizer
 state stay sharded. The result is the single-device update up to float summation order.
 
-Where the FSDP all-gathers go is the partitioner's choice. For a scanned stack (`scan_layers`)
-XLA-CPU (jax 0.10.2, checked 2026-12-01 on gpt_tiny shapes) gathers each stacked (L, ...)
-weight once before the layer loop, not one layer's slice per iteration: the stored state is
-1/fsdp per device, but during the step a device briefly holds the full weights (a step's
-activations usually dominate anyway). Gathering per layer would need sharding constraints on
-the weights inside the scanned block; the models carry none today.
+Where the collectives go is the partitioner's choice, steered by one kind of constraint: the
+models pin their activations (and an RNN's carries) to rows split over the batch axes
+(`zoo.nn.logical_axes.constrain_batch`, a no-op off the mesh). Without it XLA kept FSDP weights
+split and split the activations along their width instead, all-gathering the batch (and, in an
+LSTM's time loop, exchanging data at every step). With it (jax 0.10.2, XLA-CPU, 2026-12-01;
+tests/test_mesh.py checks the compiled step): in a scanned transformer stack each layer's
+weights are all-gathered inside the layer loop, one layer at a time, forward and again
+backward, so a device never holds more than one layer's full weights; an RNN gathers its
+weights once before its time loop, whose steps then run on the device's own rows. Gradients
+come back as all-reduces of one layer's weights (GPU and TPU backends turn all-reduce +
+slice into a reduce-scatter).
 
 Meshes come from `jax.make_mesh` with Auto axis types (JAX >= 0.9 defaults to Explicit axes,
 whose typed shardings the zoo's models do not annotate); the step runs under `jax.set_mesh`
