@@ -50,18 +50,23 @@ def test_second_order_and_vmap():
     np.testing.assert_allclose(batched[:, 0], x @ w, rtol=1e-6)
 
 
-@pytest.mark.parametrize("shape", [(16, 8), (8, 16)])
-def test_matmul_on_a_mesh_has_autodiffs_gradients(shape):
+@pytest.mark.parametrize("shape, dtype, accumulate", [
+    ((16, 8), jnp.float32, None), ((8, 16), jnp.float32, None),
+    ((8, 16), jnp.bfloat16, jnp.float32),  # bf16 operands, f32 result (the vocab head's form)
+])
+def test_matmul_on_a_mesh_has_autodiffs_gradients(shape, dtype, accumulate):
     """Under the mesh path's axis rules the 2-D matmul uses its own VJP (the weight gradient
-    from one dot, no transpose); values and gradients are autodiff's."""
-    x = jax.random.normal(jax.random.key(0), (5, shape[0]))
-    w = jax.random.normal(jax.random.key(1), shape)
+    from one dot, no transpose); values and gradients (in the operands' dtypes) are autodiff's."""
+    x = jax.random.normal(jax.random.key(0), (5, shape[0])).astype(dtype)
+    w = jax.random.normal(jax.random.key(1), shape).astype(dtype)
 
     def loss(x, w):
-        return jnp.sum(jnp.sin(matmul_2d(x, w)))
+        return jnp.sum(jnp.sin(matmul_2d(x, w, preferred_element_type=accumulate)))
 
     expected = jax.value_and_grad(loss, argnums=(0, 1))(x, w)
     with nn.logical_axis_rules(DEFAULT_RULES):
         assert on_mesh()
         got = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(x, w)
-    chex.assert_trees_all_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert [g.dtype for g in got[1]] == [dtype, dtype]
+    tolerance = 1e-5 if dtype == jnp.float32 else 2e-2
+    chex.assert_trees_all_close(got, expected, rtol=tolerance, atol=tolerance)

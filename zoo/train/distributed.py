@@ -28,6 +28,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from zoo.errors import ConfigError
+from zoo.train.mesh import create_mesh
 
 log = logging.getLogger("zoo.train")
 
@@ -141,8 +142,6 @@ def initialize_distributed(config: Any) -> bool:
 def replicated_sharding() -> NamedSharding:
     """Every device of every process holds the whole value (on the data-parallel mesh that
     `parallel="jit"` runs over)."""
-    from zoo.train.mesh import create_mesh  # mesh imports the step; this module stays light
-
     return NamedSharding(create_mesh({"data": -1}), PartitionSpec())
 
 
