@@ -1,14 +1,15 @@
-"""Compile time of the zoo's train step (`benchmarks.mfu.build_step`): time to the first step
-with a cold and a warm persistent compilation cache, and compile time against depth.
+"""Time to the first step of the zoo's train step (`benchmarks.train_step.zoo_side`) in a fresh
+process, with a cold and then a warm persistent compilation cache.
 
-    python -m benchmarks.compile_time [--workload gpt2_small bert_base] [--depths 6 12 24]
-        [--scan both|on|off] [--dtype bfloat16] [--batch 8] [--seq-len T]
-        [--override KEY=VALUE ...] [--time-budget S] [--json PATH]
+    python -m benchmarks.compile_time [--workload gpt2_small bert_base] [--dtype bfloat16]
+        [--batch 8] [--seq-len T] [--override KEY=VALUE ...] [--time-budget S] [--json PATH]
 
-(a) Per `--workload`, two fresh processes (`--child`) sharing a new cache directory, timed from
-their start to the first loss. (b) `lower + compile` of gpt2_small at each depth, scanned or
-not, in this process without the cache, after an untimed warm-up compile. Results:
-benchmarks/RESULTS.md.
+Per `--workload`, two fresh processes (`--child`) sharing a new cache directory, timed from
+their start to the first loss on the host. Compile time against depth, scanned or not (the
+cache off): `python -m benchmarks.train_step --workload gpt2_small --torch --variant
+warmup:num_layers=1 d6:num_layers=6,scan_layers=False d6s:num_layers=6,scan_layers=True ...`
+(its "first step s" is the lower + compile of each variant; the first variant warms up).
+Results: benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
@@ -26,9 +27,8 @@ from typing import Any
 
 from benchmarks.harness import (Parts, add_options, command_line, log, machine_info,
                                 parse_overrides, print_table, write_json)
-from benchmarks.mfu import SEQ_LEN, WORKLOADS, build_step
+from benchmarks.train_step import WORKLOADS, zoo_side
 
-SCAN = {"both": (True, False), "on": (True,), "off": (False,)}
 RESULT_PREFIX = "compile_time child result: "
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,8 +41,8 @@ def child(args) -> None:
     import zoo.train.step  # noqa: F401
 
     imported_t = time.time()
-    step, _ = build_step(args.child, args.batch, args.seq_len or SEQ_LEN[args.child], args.dtype,
-                         parse_overrides(args.override))
+    step = zoo_side(args.child, args.batch, args.seq_len or None, compute_dtype=args.dtype,
+                    **parse_overrides(args.override))
     loss_t = time.time()  # step.first_loss is a Python float: the loss is on the host
     print(RESULT_PREFIX + json.dumps({
         "main_t": main_t, "imported_t": imported_t, "loss_t": loss_t,
@@ -91,75 +91,33 @@ def first_step(name: str, args) -> list[dict[str, Any]]:
         shutil.rmtree(cache_dir, ignore_errors=True)
 
 
-def depth_point(depth: int, scan: bool, args, overrides: dict[str, Any]) -> dict[str, Any]:
-    step, _ = build_step("gpt2_small", args.batch, args.seq_len or SEQ_LEN["gpt2_small"],
-                         args.dtype, {**overrides, "num_layers": depth, "scan_layers": scan})
-    log(f"gpt2_small num_layers={depth} scan_layers={scan}: lower + compile "
-        f"{step.compile_s:.2f} s")
-    return {"num_layers": depth, "scan_layers": scan, "compile_s": step.compile_s,
-            "num_params": step.num_params, "first_loss": step.first_loss}
-
-
-def depth_sweep(args, overrides: dict[str, Any],
-                parts: Parts) -> tuple[float | None, list[dict[str, Any]]]:
-    """(the warm-up's compile seconds, a `depth_point` per depth and scan setting), with the
-    persistent cache off."""
-    import jax
-
-    cache_enabled = jax.config.jax_enable_compilation_cache
-    jax.config.update("jax_enable_compilation_cache", False)
-    try:
-        warmup = parts.run("depth warm-up", depth_point, 1, False, args, overrides)
-        points = [parts.run(f"gpt2_small num_layers={depth} scan_layers={scan}", depth_point,
-                            depth, scan, args, overrides)
-                  for depth in args.depths for scan in SCAN[args.scan]]
-    finally:
-        jax.config.update("jax_enable_compilation_cache", cache_enabled)
-    return warmup["compile_s"] if warmup else None, [r for r in points if r is not None]
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--workload", nargs="*", default=list(WORKLOADS), choices=WORKLOADS,
-                   help="models of (a), time to the first step (none: skip (a))")
+    p.add_argument("--workload", nargs="*", default=["gpt2_small", "bert_base"],
+                   choices=list(WORKLOADS),
+                   help="the workloads (benchmarks.train_step) timed to their first step")
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
-    p.add_argument("--seq-len", type=int, default=None,
-                   help="default: 1024 for gpt2_small, 512 for bert_base")
-    add_options(p, batch=8, time_budget=math.inf, json=None)
-    p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="model config overrides for every measurement, e.g. emb_dim=64")
-    p.add_argument("--depths", type=int, nargs="*", default=[6, 12, 24],
-                   help="gpt2_small num_layers of (b) (none: skip (b))")
-    p.add_argument("--scan", choices=tuple(SCAN), default="both",
-                   help="scan_layers settings of (b)")
-    p.add_argument("--child", choices=WORKLOADS, help=argparse.SUPPRESS)  # see `child`
+    add_options(p, batch=8, seq_len=0, time_budget=math.inf, json=None)  # T 0: the workload's
+    p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE")
+    p.add_argument("--child", choices=list(WORKLOADS), help=argparse.SUPPRESS)  # see `child`
     args = p.parse_args(argv)
     if args.child:
         child(args)
         return {}
-    overrides = parse_overrides(args.override)
-    parts = Parts(args.time_budget)
-
-    first = []  # (a) before this process starts jax: the children get the device to themselves
-    for name in args.workload:
+    parts, first = Parts(args.time_budget), []
+    for name in args.workload:  # this process never starts jax: the children own the device
         first += parts.run(f"{name} time to first step", first_step, name, args) or []
-    warmup_s, depths = depth_sweep(args, overrides, parts) if args.depths else (None, [])
-
-    if first:
-        print_table(["workload", "cache", "process start to first loss (s)",
-                     "Python start-up (s)", "imports (s)", "lower + compile (s)", "first loss"], [
-            [r["workload"], r["cache"]] + [f"{r[k]:.1f}" for k in (
-                "process_to_first_loss_s", "python_startup_s", "imports_s", "compile_s")]
-            + [f"{r['first_loss']:.4f}"] for r in first])
-    if depths:
-        log(f"after a warm-up compile (1 layer, unscanned) of {warmup_s or float('nan'):.2f} s:")
-        print_table(["gpt2_small num_layers", "scan_layers", "lower + compile (s)"], [
-            [r["num_layers"], r["scan_layers"], f"{r['compile_s']:.2f}"] for r in depths])
+    print_table(["workload", "cache", "process start to first loss (s)", "Python start-up (s)",
+                 "imports (s)", "lower + compile (s)", "first loss"], [
+        [r["workload"], r["cache"]] + [f"{r[k]:.1f}" for k in (
+            "process_to_first_loss_s", "python_startup_s", "imports_s", "compile_s")]
+        + [f"{r['first_loss']:.4f}"] for r in first])
     parts.report()
-    info = machine_info() | {"command": command_line("benchmarks.compile_time", argv),
-                            "elapsed_s": parts.elapsed()}
-    out = {"info": info, "args": vars(args), "first_step": first, "warmup_compile_s": warmup_s,
-           "depths": depths, "skipped": parts.skipped, "errors": parts.errors}
+    info = {"command": command_line("benchmarks.compile_time", argv),
+            "elapsed_s": parts.elapsed()} | {k: first[0][k] for k in ("device", "platform", "jax")
+                                             if first}
+    out = {"info": info, "args": vars(args), "first_step": first, "skipped": parts.skipped,
+           "errors": parts.errors}
     write_json(args.json, out)
     return out
 

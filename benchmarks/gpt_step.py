@@ -1,46 +1,25 @@
-"""GPT training-step throughput: the zoo's jitted JAX step vs the same model in PyTorch.
-
-    python -m benchmarks.gpt_step [--batch 16 --seq-len 256 --steps 20 --repeats 5] [--json PATH]
-
-The zoo's `jit_train_step` (one JAX side per `--jax-attention`) and a PyTorch GPT of the same
-shapes and math (pre-LN, fused qkv, SDPA causal attention, tanh-GELU, tied output) in
-alternating rounds, against the f32 matmul peak of JAX, numpy and torch (`benchmarks.harness`).
-FLOPs per step (`step_flops`) count matmuls only (Kaplan et al. 2020 / PaLM appendix B):
-gpt_tiny at B=16, T=256 runs 91.8 GFLOP per step.
+"""GPT workloads: the zoo's causal-LM step and the same model in PyTorch (pre-LN, fused qkv, SDPA
+causal attention, tanh-GELU, tied output). Run them with `python -m benchmarks.train_step
+--workload gpt_tiny` (or gpt2_small). FLOPs per step (`step_flops`) count matmuls only (Kaplan
+et al. 2020 / PaLM appendix B): gpt_tiny at B=16, T=256 runs 91.8 GFLOP per step.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
-import sys
 from typing import Any
 
-from benchmarks.harness import (TorchSide, ZooStep, add_options, add_timing_arguments, lm_batch,
-                                lm_loss, print_table, race, start, summarize, table_cells,
-                                to_torch, write_json)
+from benchmarks.harness import TorchSide, Workload, lm_batch, lm_loss, to_torch
 
 VOCAB_MULTIPLE = 128  # nanoGPT pads GPT-2's 50257 to 50304
 
 
-def step_flops(num_layers: int, emb_dim: int, mlp_dim: int, vocab_size: int,
-               batch: int, seq_len: int) -> dict[str, float]:
+def step_flops(cfg: Any, task: Any, batch: int, seq_len: int) -> float:
     """Matmul FLOPs of one training step: forward 2x + backward 4x per weight use."""
-    L, D, F, V, T = num_layers, emb_dim, mlp_dim, vocab_size, seq_len
+    L, D, F, V, T = cfg.num_layers, cfg.emb_dim, cfg.mlp_dim, cfg.vocab_size, seq_len
     n_matmul = L * (3 * D * D + D * D + 2 * D * F)  # qkv, out, fc, proj kernels
     # + the tied output projection + attention q.k and p.v over the full T x T
-    per_token = 6 * n_matmul + 6 * D * V + 12 * L * T * D
-    return {"matmul_params": n_matmul, "per_token": per_token, "per_step": per_token * batch * T}
-
-
-def gpt_zoo_step(model: str, batch: int, seq_len: int,
-                 **overrides: Any) -> tuple[ZooStep, dict[str, float]]:
-    """(the zoo's causal-LM step of `model` on B x T random tokens, its `step_flops`)."""
-    step = ZooStep(model, lambda cfg: lm_batch(batch, seq_len, cfg.vocab_size),
-                   max_len=seq_len, **overrides)
-    cfg = step.model.config
-    return step, step_flops(cfg.num_layers, cfg.emb_dim, cfg.mlp_dim, cfg.vocab_size, batch,
-                            seq_len)
+    return (6 * n_matmul + 6 * D * V + 12 * L * T * D) * batch * T
 
 
 def padded_vocab(vocab_size: int, multiple: int = VOCAB_MULTIPLE) -> int:
@@ -104,43 +83,11 @@ class TorchGPTStep(TorchSide):
             lm_loss, lambda: inputs, **kwargs)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_options(p, model="gpt_tiny", batch=16, seq_len=256)
-    add_timing_arguments(p, steps=20, warmup=3)
-    p.add_argument("--jax-attention", nargs="+", default=["auto"],
-                   help="one JAX side per attention_implementation (auto = the model default: "
-                        "blocked on CPU), e.g. --jax-attention auto xla")
-    args = p.parse_args(argv)
-    info, threads, use_torch, peak, peak_gflops = start(args)
-
-    sides: dict[str, Any] = {}
-    names = {}
-    for impl in args.jax_attention:
-        name = "jax" if impl == "auto" else f"jax-{impl}"
-        overrides = {} if impl == "auto" else {"attention_implementation": impl}
-        sides[name], flops = gpt_zoo_step(args.model, args.batch, args.seq_len, **overrides)
-        names[name] = f"JAX zoo jit_train_step, attention {impl} (jax {info['jax']})"
-    jstep = next(iter(sides.values()))
-    print(f"{args.model}: {jstep.num_params:,} params, B={args.batch} T={args.seq_len}; "
-          + jstep.flops_text(flops["per_step"]))
-    if use_torch:
-        sides["torch"] = TorchGPTStep(jstep.model.config, jstep.host_batch, threads=threads)
-        names["torch"] = f"PyTorch eager (torch {info['torch']})"
-    times, loads = race(sides, args)
-    results = summarize(times, loads, args.batch * args.seq_len, flops["per_step"], peak_gflops)
-    print_table(["implementation", "ms/step (min-max)", "tokens/s", "GFLOP/s", "% of peak",
-                 "vs PyTorch"], [[names[k], table_cells(r)] for k, r in results.items()])
-    print(f"peak = {peak_gflops:.1f} GFLOP/s (f32 matmul); medians of {args.repeats} rounds x "
-          f"{args.steps} steps, interleaved; clean rounds: " +
-          ", ".join(f"{k} {r['clean_rounds']}/{args.repeats}" for k, r in results.items()))
-    out = {"info": info, "args": vars(args), "matmul_gflops": peak, "peak_gflops": peak_gflops,
-           "flops": flops, "xla_cost_analysis_flops": jstep.xla_flops,
-           "num_params": jstep.num_params, "step_times_s": times, "other_load_cores": loads,
-           "results": results}
-    write_json(args.json, out)
-    return out
+def gpt_workload(model: str, batch: int, seq_len: int, nanogpt: bool) -> Workload:
+    return Workload(
+        model, "causal_lm", batch, seq_len, lambda cfg, b, t, _: lm_batch(b, t, cfg.vocab_size),
+        step_flops, lambda zoo, **kw: TorchGPTStep(zoo.model.config, zoo.host_batch, nanogpt, **kw))
 
 
-if __name__ == "__main__":
-    main(sys.argv[1:])
+WORKLOADS = {"gpt_tiny": gpt_workload("gpt_tiny", 16, 256, nanogpt=False),
+             "gpt2_small": gpt_workload("gpt2_small", 8, 1024, nanogpt=True)}

@@ -4,12 +4,17 @@ medians, the zoo's and PyTorch's train steps (`ZooStep`, `TorchSide`), time-budg
 command-line options, tables and JSON output."""
 from __future__ import annotations
 
-import argparse
 import ast
+import collections
+import contextlib
+import dataclasses
 import datetime
+import glob
+import gzip
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -51,14 +56,15 @@ def cpu_model() -> str:
 
 
 def machine_info(torch_version: str | None = None) -> dict[str, Any]:
-    """The date, the CPU, Python, jax and torch versions, JAX's backend and first device."""
+    """The date, the CPU, Python, jax and torch versions, JAX's backend, first device and
+    device count."""
     import jax
 
     d = jax.devices()[0]
     return {"date": datetime.date.today().isoformat(), "cpu": cpu_model(), "cores": num_cores(),
             "python": platform.python_version(), "jax": jax.__version__,
             "backend": jax.default_backend(), "device": d.device_kind, "platform": d.platform,
-            "torch": torch_version}
+            "device_count": jax.device_count(), "torch": torch_version}
 
 
 def command_line(module: str, argv: list[str] | None) -> str:
@@ -115,15 +121,15 @@ class Parts:
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
-    def run(self, label: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """fn(*args), or None when skipped or failed."""
+    def run(self, label: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """fn(*args, **kwargs), or None when skipped or failed."""
         if self.elapsed() >= self.budget_s:
             log(f"SKIPPED {label}: the time budget of {self.budget_s:.0f} s is spent "
                 f"({self.elapsed():.0f} s)")
             self.skipped.append(label)
             return None
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001  (reported; the other parts still run)
             traceback.print_exc()
             log(f"FAILED {label}: {type(e).__name__}: {e}")
@@ -154,16 +160,18 @@ def _cpu_busy_s() -> float | None:
 
 
 class LoadMeter:
-    """Cores used by *other* processes over an interval (None where /proc/stat is missing)."""
+    """Cores used by *other* processes over an interval (None where /proc/stat is missing),
+    and the CPU seconds of this process's threads (`own_cpu_s`)."""
 
     def __enter__(self):
-        self.b0, self.s0, self.t0 = _cpu_busy_s(), sum(os.times()[:2]), time.perf_counter()
+        self.b0, self.s0, self.t0 = _cpu_busy_s(), time.process_time(), time.perf_counter()
         return self
 
     def __exit__(self, *exc):
         b1, dt = _cpu_busy_s(), time.perf_counter() - self.t0
+        self.own_cpu_s = time.process_time() - self.s0
         self.others = (None if b1 is None or self.b0 is None else
-                       max(0.0, (b1 - self.b0 - (sum(os.times()[:2]) - self.s0)) / dt))
+                       max(0.0, (b1 - self.b0 - self.own_cpu_s) / dt))
 
 
 def wait_for_quiet(max_wait: float, window: float = 0.5) -> None:
@@ -183,43 +191,38 @@ def is_clean(load: float | None) -> bool:
 # --- matmul peak
 
 
-def call_timer(call: Callable[[], object]) -> Callable[[], float]:
-    """Runs `call` once (warm-up) and returns a function timing one more call, in seconds."""
-    call()
-    return lambda: timeit.timeit(call, number=1)
-
-
 def matmul_timer(library: str, n: int, dtype: str = "float32") -> Callable[[], float]:
-    """A `call_timer` of an n x n matmul in `dtype`: jitted `jnp.dot` (float32 accumulation),
-    `np.matmul` or `torch.mm`."""
+    """A timer (seconds per call, after one untimed call) of an n x n matmul in `dtype`: jitted
+    `jnp.dot` (float32 accumulation), `np.matmul` or `torch.mm`."""
     if library == "jax":
         import jax
         import jax.numpy as jnp
 
         a, b = (jax.random.normal(k, (n, n), dtype) for k in jax.random.split(jax.random.key(0)))
         f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
-        return call_timer(lambda: f(a, b).block_until_ready())
-    if library == "numpy":
+        call = lambda: f(a, b).block_until_ready()  # noqa: E731
+    elif library == "numpy":
         import numpy as np
 
         rng = np.random.default_rng(0)
         a, b = (rng.standard_normal((n, n), dtype=np.float32).astype(dtype) for _ in "ab")
         c = np.empty((n, n), dtype)
-        return call_timer(lambda: np.matmul(a, b, out=c))
-    import torch
+        call = lambda: np.matmul(a, b, out=c)  # noqa: E731
+    else:
+        import torch
 
-    g, dt = torch.Generator().manual_seed(0), getattr(torch, dtype)
-    a, b = (torch.randn(n, n, generator=g).to(dt) for _ in "ab")
-    c = torch.empty(n, n, dtype=dt)
-    return call_timer(lambda: torch.mm(a, b, out=c))
+        g, dt = torch.Generator().manual_seed(0), getattr(torch, dtype)
+        a, b = (torch.randn(n, n, generator=g).to(dt) for _ in "ab")
+        c = torch.empty(n, n, dtype=dt)
+        call = lambda: torch.mm(a, b, out=c)  # noqa: E731
+    call()
+    return lambda: timeit.timeit(call, number=1)
 
 
 def matmul_peak(sizes: list[int], repeats: int, libraries: tuple[str, ...] = ("jax",),
-                dtype: str = "float32", max_wait: float = 0.0, unit: str = "GFLOP/s"):
-    """Best-of-`repeats` FLOP/s (in `unit`) of n x n matmuls, the libraries interleaved (with
-    `max_wait`, each after up to 5 s of waiting for a quiet CPU) -> ({library: {n: FLOP/s}},
-    the largest)."""
-    scale = {"GFLOP/s": 1e9, "TFLOP/s": 1e12}[unit]
+                dtype: str = "float32", max_wait: float = 0.0):
+    """Best-of-`repeats` TFLOP/s of n x n matmuls, the libraries interleaved (with `max_wait`,
+    each after up to 5 s of waiting for a quiet CPU) -> ({library: {n: TFLOP/s}}, the largest)."""
     peak: dict[str, dict[int, float]] = {k: {} for k in libraries}
     for n in sizes:
         timers = {k: matmul_timer(k, n, dtype) for k in libraries}
@@ -230,70 +233,26 @@ def matmul_peak(sizes: list[int], repeats: int, libraries: tuple[str, ...] = ("j
                     wait_for_quiet(min(max_wait, 5.0))
                 best[k] = min(best[k], timer())
         for k in timers:
-            peak[k][n] = 2 * n**3 / best[k] / scale
-        log(f"matmul {dtype} {n}x{n}: " + ", ".join(
-            f"{k} {peak[k][n]:.{1 if scale == 1e9 else 2}f} {unit}" for k in timers))
+            peak[k][n] = 2 * n**3 / best[k] / 1e12
+        log(f"matmul {dtype} {n}x{n}: " + ", ".join(f"{k} {peak[k][n]:.3g} TFLOP/s"
+                                                    for k in timers))
     return peak, max(v for d in peak.values() for v in d.values())
 
 
 # --- side-by-side rounds
 
 
-def add_timing_arguments(p: argparse.ArgumentParser, steps: int, warmup: int) -> None:
-    """The options of the side-by-side CPU benchmarks: train steps per round, rounds (A B A B
-    ...), untimed steps, matmul peak, seconds to wait for an idle CPU before each round (0:
-    never), torch threads (default: the cores), torch or not, JSON output."""
-    add_options(p, steps=steps, repeats=5, warmup=warmup)
-    p.add_argument("--matmul-sizes", type=int, nargs="*", default=[2048, 4096])
-    add_options(p, matmul_repeats=5, max_wait=30.0)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--no-torch", action="store_true")
-    p.add_argument("--json", default=None)
-
-
-def torch_version(threads: int | None = None, skip: bool = False) -> str | None:
-    """torch's version (its CPU `threads` set), or None (said) when `skip` or it is missing."""
-    try:
-        if skip:
-            raise ImportError("--no-torch")
-        import torch
-    except ImportError as e:
-        print(f"PyTorch skipped ({e}): only the JAX side is measured.")
-        return None
-    if threads:
-        torch.set_num_threads(threads)
-    return torch.__version__
-
-
-def start(args: argparse.Namespace, module: str | None = None, argv: list[str] | None = None):
-    """The machine (printed) and the f32 matmul peak of JAX, numpy and torch for the options of
-    `add_timing_arguments` -> (info, torch threads, use torch, {library: {n: GFLOP/s}}, peak)."""
-    import jax
-
-    threads = args.threads or num_cores()
-    version = torch_version(threads, args.no_torch)
-    info = {**machine_info(version), "devices": [str(d) for d in jax.devices()],
-            "torch_threads": threads if version else None,
-            "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
-    if module:
-        info["command"] = command_line(module, argv)
-    print(f"# {info['cpu']}, {info['cores']} cores; jax {info['jax']} ({info['backend']}), "
-          f"torch {version} ({threads} threads); XLA_FLAGS={info['XLA_FLAGS']!r}")
-    libraries = ("jax", "numpy", "torch") if version else ("jax", "numpy")
-    peak, peak_gflops = matmul_peak(args.matmul_sizes, args.matmul_repeats, libraries,
-                                    max_wait=args.max_wait)
-    print(f"peak (max of the above): {peak_gflops:.1f} GFLOP/s")
-    return info, threads, version is not None, peak, peak_gflops
-
-
 def time_rounds(sides: dict[str, Any], repeats: int, steps: int, max_wait: float,
                 max_rounds: int | None = None):
-    """Alternating rounds (A B C A B C ...) of `side.run(steps)` -> (times, loads): seconds per
-    step and the cores other processes used, per side and round. With `max_rounds`, rounds go
-    on (up to `max_rounds`) while a side has under half of its rounds clean: others' load slows
-    torch's OpenMP threads 5-10x, XLA's 1.5-2x (measured), so loaded rounds say little."""
+    """Alternating rounds (A B C A B C ...) of `side.run(steps)` -> (times, loads, cpu): seconds
+    per step, the cores other processes used and this process's CPU seconds per step (all its
+    threads: on a loaded machine it still compares the work), per side and round. With
+    `max_rounds`, rounds go on (up to `max_rounds`) while a side has under half of its rounds
+    clean: others' load slows torch's OpenMP threads 5-10x, XLA's 1.5-2x (measured), so loaded
+    rounds say little."""
     times: dict[str, list[float]] = {k: [] for k in sides}
     loads: dict[str, list[float | None]] = {k: [] for k in sides}
+    cpu: dict[str, list[float]] = {k: [] for k in sides}
     r = 0
     while r < repeats or (max_rounds and r < max_rounds and any(
             2 * sum(map(is_clean, loads[k])) < r for k in sides)):
@@ -303,26 +262,20 @@ def time_rounds(sides: dict[str, Any], repeats: int, steps: int, max_wait: float
             with LoadMeter() as m:
                 times[k].append(s.run(steps))
             loads[k].append(m.others)
+            cpu[k].append(m.own_cpu_s / max(steps, 1))
         r += 1
         label = f"{r}/{repeats}" if max_rounds is None else f"{r} (>= {repeats}, <= {max_rounds})"
         log(f"  round {label}: " + ", ".join(
             f"{k} {times[k][-1] * 1e3:.1f} ms/step (others "
             f"{'?' if loads[k][-1] is None else f'{loads[k][-1]:.2f}'} cores)" for k in sides))
-    return times, loads
+    return times, loads, cpu
 
 
-def race(sides: dict[str, Any], args: argparse.Namespace, max_rounds: int | None = None):
-    """First-step losses (printed), `args.warmup` untimed steps per side, then `time_rounds`."""
-    print("first-step loss: " + ", ".join(f"{k} {s.first_loss:.4f}" for k, s in sides.items()))
-    for s in sides.values():
-        s.run(args.warmup)
-    return time_rounds(sides, args.repeats, args.steps, args.max_wait, max_rounds)
-
-
-def summarize(times, loads, tokens: int, flops_per_step: float | None = None,
+def summarize(times, loads, cpu, tokens: int, flops_per_step: float | None = None,
               peak: float | None = None) -> dict[str, dict[str, Any]]:
     """Each side's median over its clean rounds when at least half are clean, else over all;
-    tokens/s, GFLOP/s and % of `peak` (with `flops_per_step`), the ratio to the "torch" side."""
+    tokens/s, TFLOP/s and % of `peak` TFLOP/s (with `flops_per_step`), and the ratio of its
+    tokens/s to the "torch" and "torch.compile" sides' (`vs_torch`, `vs_torch_compile`)."""
     results = {}
     for k in times:
         clean = [t for t, o in zip(times[k], loads[k]) if is_clean(o)]
@@ -332,25 +285,16 @@ def summarize(times, loads, tokens: int, flops_per_step: float | None = None,
             "rounds": len(times[k]), "clean_rounds": len(clean),
             "median_over": "clean rounds" if use_clean else "all rounds",
             "ms_per_step": t * 1e3, "ms_per_step_min": min(times[k]) * 1e3,
-            "ms_per_step_max": max(times[k]) * 1e3, "tokens_per_s": tokens / t}
+            "ms_per_step_max": max(times[k]) * 1e3, "tokens_per_s": tokens / t,
+            "cpu_ms_per_step": statistics.median(cpu[k]) * 1e3}
         if flops_per_step:
-            r["gflops"] = flops_per_step / t / 1e9
-            r["pct_peak"] = 100 * r["gflops"] / peak
-    ref = results.get("torch")
-    for r in results.values():
-        r["vs_torch"] = r["tokens_per_s"] / ref["tokens_per_s"] if ref else None
+            r["tflops"] = flops_per_step / t / 1e12
+            r["pct_peak"] = 100 * r["tflops"] / peak if peak else None
+    for ref in ("torch", "torch.compile"):
+        for r in results.values():
+            r["vs_" + ref.replace(".", "_")] = (r["tokens_per_s"] / results[ref]["tokens_per_s"]
+                                                if ref in results else None)
     return results
-
-
-def ratio_text(x: float | None) -> str:
-    return f"{x:.2f}x" if x else "n/a"
-
-
-def table_cells(r: dict[str, Any]) -> str:
-    """"ms/step (min-max) | tokens/s | GFLOP/s | % of peak | vs PyTorch" of a `summarize` row."""
-    return (f"{r['ms_per_step']:.0f} ({r['ms_per_step_min']:.0f}-{r['ms_per_step_max']:.0f}) | "
-            f"{r['tokens_per_s']:,.0f} | {r['gflops']:.1f} | {r['pct_peak']:.0f}% | "
-            f"{ratio_text(r['vs_torch'])}")
 
 
 # --- the zoo's side
@@ -381,46 +325,62 @@ class ZooStep:
     """The zoo's train step as `experiments.train` builds it (`OPT_CONFIG`), compiled once and
     run once (`compile_s`, `xla_flops`, `first_loss`) on one fixed `batch` (numpy, or a function
     of the model config): `model` is a registry name (dropout 0, `overrides` that are not task
-    settings) or a flax module. `run(n)` -> seconds per step."""
+    settings) or a flax module. `parallel`, as the loop runs it: "jit" (one device), "pmap"
+    (replicated state, the batch split over the local devices) or "mesh" (jit over a mesh
+    {"data": every device}, the state sharded by its logical axes). `run(n)` -> s per step."""
 
-    def __init__(self, model: Any, batch: Any, task: str = "causal_lm", **overrides: Any):
+    def __init__(self, model: Any, batch: Any, task: str = "causal_lm", parallel: str = "jit",
+                 **overrides: Any):
+        import flax.linen as nn
         import jax
+        from flax import jax_utils
 
         import zoo
+        from zoo.data.pipelines.sharding import shard_batch
         from zoo.tasks import get_task, get_task_settings
+        from zoo.train import mesh as mesh_lib
         from zoo.train.optimizer import create_optimizer, learning_rate_schedule
-        from zoo.train.step import jit_train_step
+        from zoo.train.state import create_train_state
+        from zoo.train.step import jit_train_step, pmap_train_step
 
+        if parallel not in ("jit", "pmap", "mesh"):
+            raise ConfigError(f"parallel is jit, pmap or mesh; got {parallel!r}.")
         settings = {k: overrides.pop(k) for k in list(overrides) if k in get_task_settings(task)}
         if isinstance(model, str):
             model = zoo.create_model(model, dropout_rate=0.0, **overrides)
         config = getattr(model, "config", None)
         self.jax, self.model, self.task = jax, model, get_task(task, config, **settings)
         self.host_batch = batch(config) if callable(batch) else batch
-        self.example_inputs = self.task.example_inputs(config, self.host_batch["inputs"].shape[1])
+        example = self.task.example_inputs(config, self.host_batch["inputs"].shape[1])
         schedule = learning_rate_schedule(OPT_CONFIG)
-        self.tx = create_optimizer(OPT_CONFIG, schedule)
-        self.state = self.initial_state()
-        self.num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
-        self.batch, self.rng = jax.device_put(self.host_batch), jax.random.key(1)
+        tx = create_optimizer(OPT_CONFIG, schedule)
+        state = create_train_state(model, tx, example, jax.random.key(0))
+        self.num_params = sum(x.size for x in jax.tree.leaves(state.params))
+        self.rng, contexts = jax.random.key(1), []  # what the step is lowered under
+        if parallel == "pmap":
+            step = pmap_train_step(self.task, learning_rate_fn=schedule)
+            state = jax_utils.replicate(state)
+            self.batch = shard_batch(self.host_batch, jax.local_device_count())
+        elif parallel == "mesh":
+            mesh = mesh_lib.create_mesh({"data": -1})
+            shardings = mesh_lib.train_state_shardings(model, tx, example, mesh)
+            step = mesh_lib.mesh_train_step(self.task, mesh, shardings,
+                                            learning_rate_fn=schedule).jitted
+            state = mesh_lib.shard_state(state, shardings)
+            self.batch = mesh_lib.global_batch(self.host_batch, mesh)
+            contexts = [jax.set_mesh(mesh), nn.logical_axis_rules(mesh_lib.DEFAULT_RULES)]
+        else:
+            step, self.batch = (jit_train_step(self.task, learning_rate_fn=schedule),
+                                jax.device_put(self.host_batch))
         t0 = time.perf_counter()
-        self.step = jit_train_step(self.task, learning_rate_fn=schedule).lower(
-            self.state, self.batch, self.rng).compile()
+        with contextlib.ExitStack() as lowering:
+            for context in contexts:
+                lowering.enter_context(context)
+            self.step = step.lower(state, self.batch, self.rng).compile()
         self.compile_s = time.perf_counter() - t0
         self.xla_flops = xla_flops(self.step)
-        self.state, metrics = self.step(self.state, self.batch, self.rng)
-        self.first_loss = float(metrics["loss"])
-
-    def initial_state(self):
-        """The state before the first step (the timed one is donated step by step)."""
-        from zoo.train.state import create_train_state
-
-        return create_train_state(self.model, self.tx, self.example_inputs, self.jax.random.key(0))
-
-    def flops_text(self, flops_per_step: float) -> str:
-        xla = f"{self.xla_flops / 1e9:.2f} GFLOP" if self.xla_flops else "n/a"
-        return (f"FLOPs/step analytic {flops_per_step / 1e9:.2f} GFLOP, XLA cost_analysis {xla}; "
-                f"JAX compile {self.compile_s:.1f}s")
+        self.state, metrics = self.step(state, self.batch, self.rng)
+        self.first_loss = float(jax.numpy.ravel(metrics["loss"])[0])
 
     def run(self, n: int) -> float:
         t0 = time.perf_counter()
@@ -430,6 +390,73 @@ class ZooStep:
         self.jax.block_until_ready((state, metrics))
         self.state = state
         return (time.perf_counter() - t0) / max(n, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """One benchmark workload: the registry `model` with `overrides` (its shapes, task settings
+    too; `max_len` = T where `has_max_len`) trained on `task` at `batch` x `seq_len` = B x T.
+    `make_batch(config, B, T, min_len_frac)` -> numpy batch; `flops(config, task, B, T)` ->
+    model FLOPs per step; `tokens(B, T)` -> tokens per step; `torch_side(zoo_step, **TorchSide
+    kwargs)` -> the PyTorch reference; `flax_side(zoo_step, compute_dtype)` -> a `ZooStep` of
+    the model built from Flax's own layers."""
+
+    model: str
+    task: str
+    batch: int
+    seq_len: int
+    make_batch: Callable[..., dict[str, Any]]
+    flops: Callable[..., float]
+    torch_side: Callable[..., Any]
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    min_len_frac: float = 1.0
+    has_max_len: bool = True
+    tokens: Callable[[int, int], int] = lambda batch, seq_len: batch * seq_len
+    flax_side: Callable[..., Any] | None = None
+
+
+def program_counts(step: ZooStep) -> dict[str, int]:
+    """Custom calls and fusions in the compiled step (what kernels it holds)."""
+    text = step.step.as_text()
+    return {"cublas": len(re.findall(r'custom_call_target="__cublas', text)),
+            "cudnn": len(re.findall(r'custom_call_target="__cudnn', text)),
+            "fusions": len(re.findall(r"^\s*(?:ROOT )?\S+ = \S+ fusion\(", text, re.M)),
+            "while_loops": len(re.findall(r"\bwhile\(", text))}
+
+
+def _kernel_category(name: str) -> str:
+    lower = name.lower()
+    if any(k in lower for k in ("fmha", "flash", "cudnn", "attention")):
+        return "attention (cuDNN)"
+    if any(k in lower for k in ("gemm", "cublas", "cutlass", "sm90_xmma", "nvjet", "matmul")):
+        return "matmul"
+    return "other (fusions, copies, reductions)"
+
+
+def kernel_breakdown(trace_dir: str, steps: int, top: int = 25) -> dict[str, Any]:
+    """Device time per kernel and per category (ms per step) from a `jax.profiler` trace's
+    Perfetto JSON."""
+    files = [f for pattern in ("*.trace.json.gz", "perfetto_trace.json.gz")
+             for f in glob.glob(os.path.join(trace_dir, "**", pattern), recursive=True)]
+    if not files:
+        return {"error": f"no trace JSON under {trace_dir}"}
+    with gzip.open(sorted(files)[-1], "rt") as f:
+        events = json.load(f)
+    events = events.get("traceEvents", events) if isinstance(events, dict) else events
+    names = {e["pid"]: e.get("args", {}).get("name", "") for e in events
+             if e.get("ph") == "M" and e.get("name") == "process_name"}
+    device_pids = {pid for pid, n in names.items()
+                   if re.search(r"/device:(GPU|TPU)|gpu|stream", n, re.I)
+                   and "host" not in n.lower()}
+    per_kernel, by_category = collections.defaultdict(float), collections.defaultdict(float)
+    for e in events:
+        if e.get("ph") == "X" and "dur" in e and e.get("pid") in device_pids:
+            per_kernel[e["name"]] += e["dur"] / 1e3 / steps  # us -> ms per step
+            by_category[_kernel_category(e["name"])] += e["dur"] / 1e3 / steps
+    return {"device_processes": sorted(names[p] for p in device_pids),
+            "total_ms_per_step": sum(per_kernel.values()), "by_category_ms": dict(by_category),
+            "top_kernels_ms": sorted(per_kernel.items(), key=lambda kv: -kv[1])[:top],
+            "num_kernels": len(per_kernel)}
 
 
 # --- the PyTorch side

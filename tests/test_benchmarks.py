@@ -10,10 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import mfu
-from benchmarks.gpt_step import padded_vocab, step_flops
+from benchmarks import train_step
+from benchmarks.gpt_step import padded_vocab
 from benchmarks.harness import parse_overrides
-from benchmarks.matmul_ceiling import step_matmuls
 
 
 @pytest.fixture(autouse=True)
@@ -27,36 +26,51 @@ def _denormals_back_on():
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_ceiling_products_add_up_to_the_steps_analytic_flops():
-    L, D, F, V, B, T = 4, 256, 1024, 256, 16, 256
-    products = step_matmuls(L, D, F, V, B * T)
-    dense = sum(2 * m * k * n * count for _, m, k, n, count in products)
-    attention = L * 12 * T * D * B * T  # the causal-attention row, full T x T as in step_flops
-    assert dense + attention == step_flops(L, D, F, V, B, T)["per_step"]
-    assert len(products) == 3 * 5  # forward, input and weight gradient of 5 kinds of kernel
+TINY = ["num_layers=1", "emb_dim=32", "num_heads=2", "mlp_dim=64"]
+SHORT = ["--batch", "2", "--seq-len", "16", "--steps", "1", "--warmup", "0", "--max-wait", "0",
+         "--max-rounds", "0", "--peak-sizes", "64", "--peak-repeats", "1"]
 
 
-def test_mfu_runs_both_workloads_with_shrunken_models(tmp_path):
-    """benchmarks.mfu end to end on CPU (its real use is on a GPU: gpt2_small and bert_base)."""
-    out = mfu.main([
-        "--batch", "2", "--gpt-seq-len", "16", "--bert-seq-len", "16", "--steps", "1",
-        "--repeats", "1", "--warmup", "0", "--peak-sizes", "64", "--peak-repeats", "1",
-        "--override", "num_layers=1", "emb_dim=32", "num_heads=2", "mlp_dim=64",
-        "vocab_size=128", "--json", str(tmp_path / "mfu.json")])
+def test_train_step_runs_gpt2_small_and_bert_base_shrunken_with_their_mfu(tmp_path):
+    """benchmarks.train_step end to end on CPU at its GPU workloads (gpt2_small, bert_base)."""
+    out = train_step.main(["--workload", "gpt2_small", "bert_base", *SHORT, "--repeats", "1",
+                           "--dtype", "bfloat16", "--torch", "--override", *TINY,
+                           "vocab_size=128", "--json", str(tmp_path / "out.json")])
     assert [r["workload"] for r in out["results"]] == ["gpt2_small", "bert_base"]
     for r in out["results"]:
-        assert r["dtype"] == "bfloat16" and r["num_params"] < 100_000
-        assert r["achieved_tflops"] > 0 and r["mfu_vs_measured_peak"] > 0
-        assert r["mfu_vs_datasheet"] is None  # no datasheet peak for a CPU
-    assert json.loads((tmp_path / "mfu.json").read_text())["results"][1]["seq_len"] == 16
-    gpt = out["results"][0]  # 6 * matmul params * tokens + logits + attention, by hand:
+        zoo = r["sides"]["zoo"]
+        assert r["dtype"] == "bfloat16" and r["config"]["compute_dtype"] == "bfloat16"
+        assert list(r["sides"]) == ["zoo"] and zoo["num_params"] < 100_000
+        assert zoo["tflops"] > 0 and zoo["pct_peak"] > 0 and zoo["cpu_ms_per_step"] > 0
+        assert zoo["pct_datasheet"] is None  # no datasheet peak for a CPU
+        assert zoo["program"]["fusions"] > 0 and zoo["vs_torch"] is None
+    assert json.loads((tmp_path / "out.json").read_text())["results"][1]["seq_len"] == 16
+    gpt, bert = out["results"]  # 6 * matmul params * tokens + logits + attention, by hand:
     L, D, F, V, B, T = 1, 32, 64, 128, 2, 16
     assert gpt["model_flops_per_step"] == B * T * (
         6 * L * (4 * D * D + 2 * D * F) + 6 * D * V + 12 * L * T * D)
+    P = round(T * 0.15)  # BERT's MLM head runs at the P positions the task chooses per row
+    assert bert["task"]["mask_rate"] == 0.15 and bert["model_flops_per_step"] == B * (
+        T * (6 * L * (4 * D * D + 2 * D * F) + 12 * L * T * D) + P * (6 * D * D + 6 * D * V))
 
 
-def test_mfu_datasheet_peaks_and_overrides():
-    datasheet_peak = mfu.datasheet_peak
+def test_train_step_parallel_variants_start_from_the_same_loss():
+    """`parallel=pmap` and `parallel=mesh` variants over the 4 fake devices take the same first
+    step as jit on one device; an RNN workload adds Flax's own layers as a side."""
+    out = train_step.main(["--workload", "gpt_tiny", "lstm", *SHORT, "--batch", "4",
+                           "--repeats", "1", "--torch", "--override", "emb_dim=32",
+                           "--variant", "jit:", "pmap:parallel=pmap", "mesh:parallel=mesh"])
+    gpt, lstm = out["results"]
+    assert list(gpt["sides"]) == ["jit", "pmap", "mesh"]
+    assert list(lstm["sides"]) == ["jit", "pmap", "mesh", "flax"]
+    for r in (gpt, lstm):
+        first = [side["first_loss"] for side in r["sides"].values()]
+        assert first[1:3] == pytest.approx([first[0]] * 2, rel=1e-5)
+        assert all(_positive(side["ms_per_step"]) for side in r["sides"].values())
+
+
+def test_datasheet_peaks_variants_and_overrides():
+    datasheet_peak = train_step.datasheet_peak
     assert datasheet_peak("NVIDIA H100 80GB HBM3", "bfloat16") == 989.4
     assert datasheet_peak("NVIDIA H100 PCIe", "bfloat16") == 756.0
     assert datasheet_peak("NVIDIA H100 80GB HBM3", "float32") is None
@@ -65,9 +79,9 @@ def test_mfu_datasheet_peaks_and_overrides():
         "num_layers": 2, "attention_implementation": "cudnn", "remat": True}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_overrides(["num_layers"])
-
-
-TINY = ["num_layers=1", "emb_dim=32", "num_heads=2", "mlp_dim=64"]
+    assert train_step.parse_variant("s2:scan_layers=True,scan_unroll=2") == (
+        "s2", {"scan_layers": True, "scan_unroll": 2})
+    assert train_step.parse_variant("zoo:") == ("zoo", {})
 
 
 def _positive(x) -> bool:
@@ -75,7 +89,7 @@ def _positive(x) -> bool:
 
 
 @pytest.mark.slow
-def test_mfu_torch_sides_eager_and_compiled_on_cpu(tmp_path):
+def test_torch_sides_eager_and_compiled_on_cpu(tmp_path):
     """The PyTorch references (gpt_step.TorchGPTStep with nanogpt=True, transformer_step.
     TorchBertStep) timed beside the zoo; on CPU, shrunken.
 
@@ -84,52 +98,49 @@ def test_mfu_torch_sides_eager_and_compiled_on_cpu(tmp_path):
     C++ kernels and worker threads stay out of the test process."""
     pytest.importorskip("torch")
     subprocess.run([
-        sys.executable, "-m", "benchmarks.mfu",
-        "--batch", "2", "--gpt-seq-len", "16", "--bert-seq-len", "16", "--steps", "1",
-        "--repeats", "2", "--warmup", "0", "--peak-sizes", "64", "--peak-repeats", "1",
-        "--torch", "both", "--override", *TINY, "vocab_size=120",
-        "--json", str(tmp_path / "mfu.json")], cwd=REPO_ROOT, check=True)
-    out = json.loads((tmp_path / "mfu.json").read_text())
+        sys.executable, "-m", "benchmarks.train_step", "--workload", "gpt2_small", "bert_base",
+        *SHORT, "--repeats", "2", "--dtype", "bfloat16", "--torch", "eager", "compile",
+        "--override", *TINY, "vocab_size=120", "--json", str(tmp_path / "out.json")],
+        cwd=REPO_ROOT, check=True)
+    out = json.loads((tmp_path / "out.json").read_text())
     assert out["errors"] == [] and out["skipped"] == []
-    assert out["args"]["torch"] == "both"
-    gpt, bert = out["results"]
-    assert gpt["torch"]["eager"]["vocab_size"] == 128
-    assert bert["torch"]["eager"]["vocab_size"] == 120
+    assert out["args"]["torch"] == ["eager", "compile"]
+    gpt, bert = (r["sides"] for r in out["results"])
+    assert gpt["torch"]["vocab_size"] == 128 and bert["torch"]["vocab_size"] == 120
     # Same parameters as the zoo's models, plus GPT-2's 8 padding rows of the token embedding.
-    assert gpt["torch"]["compile"]["num_params"] == gpt["num_params"] + (128 - 120) * 32
-    assert bert["torch"]["compile"]["num_params"] == bert["num_params"]
-    for r in (gpt, bert):
-        assert r["first_loss"] == pytest.approx(math.log(120), abs=0.3)  # uniform at init
-        eager, compiled = r["torch"]["eager"], r["torch"]["compile"]
-        vocab = eager["vocab_size"]
+    assert gpt["torch.compile"]["num_params"] == gpt["zoo"]["num_params"] + (128 - 120) * 32
+    assert bert["torch.compile"]["num_params"] == bert["zoo"]["num_params"]
+    for sides in (gpt, bert):
+        assert list(sides) == ["zoo", "torch", "torch.compile"]
+        assert sides["zoo"]["first_loss"] == pytest.approx(math.log(120), abs=0.3)  # uniform
+        eager, compiled = sides["torch"], sides["torch.compile"]
         for side in (eager, compiled):
-            assert side["first_loss"] == pytest.approx(math.log(vocab), abs=0.3)
-            assert len(side["step_s_per_round"]) == 2
-            for key in ("first_step_s", "median_step_s", "tokens_per_s", "achieved_tflops",
-                        "mfu_vs_measured_peak"):
+            assert side["first_loss"] == pytest.approx(math.log(side["vocab_size"]), abs=0.3)
+            assert len(side["step_s_per_round"]) == 2 and side["pct_datasheet"] is None
+            for key in ("first_step_s", "ms_per_step", "tokens_per_s", "tflops", "pct_peak"):
                 assert _positive(side[key]), (key, side[key])
-            assert side["mfu_vs_datasheet"] is None
         assert compiled["first_loss"] == pytest.approx(eager["first_loss"], rel=1e-3)  # seed 0
-        assert _positive(r["zoo_over_torch_eager"]) and _positive(r["zoo_over_torch_compile"])
-        assert r["zoo_over_torch_compile"] == pytest.approx(
-            compiled["median_step_s"] / r["median_step_s"])
-    assert gpt["torch"]["eager"]["first_loss"] == pytest.approx(math.log(128), abs=0.1)
+        zoo = sides["zoo"]
+        assert _positive(zoo["vs_torch"]) and _positive(zoo["vs_torch_compile"])
+        assert zoo["vs_torch_compile"] == pytest.approx(
+            compiled["ms_per_step"] / zoo["ms_per_step"])
+        assert compiled["vs_torch_compile"] == 1.0
+    assert gpt["torch"]["first_loss"] == pytest.approx(math.log(128), abs=0.1)
 
 
-def test_mfu_reports_failed_and_skipped_parts(capsys):
+def test_train_step_reports_failed_and_skipped_parts(capsys):
     """A failing part is reported and the rest still run; past the budget, parts are skipped."""
     pytest.importorskip("torch")
-    args = ["--workload", "gpt2_small", "--batch", "2", "--gpt-seq-len", "16", "--steps", "1",
-            "--repeats", "1", "--warmup", "0", "--peak-sizes", "64", "--peak-repeats", "1",
-            "--override", *TINY, "vocab_size=128"]
-    out = mfu.main([*args, "--dtype", "float16", "--torch", "eager"])  # torch: bf16 or f32
+    args = ["--workload", "gpt2_small", *SHORT, "--repeats", "1", "--override", *TINY,
+            "vocab_size=128"]
+    out = train_step.main([*args, "--dtype", "float16", "--torch", "eager"])  # torch: bf16, f32
     assert [e["part"] for e in out["errors"]] == ["gpt2_small B=2 torch eager"]
     assert "bfloat16 autocast or float32" in out["errors"][0]["error"]
     [zoo_only] = out["results"]
-    assert zoo_only["torch"] == {} and zoo_only["zoo_over_torch_compile"] is None
-    assert _positive(zoo_only["median_step_s"])
+    assert list(zoo_only["sides"]) == ["zoo"] and zoo_only["sides"]["zoo"]["vs_torch"] is None
+    assert _positive(zoo_only["sides"]["zoo"]["ms_per_step"])
 
-    out = mfu.main([*args, "--batch", "2", "3", "--time-budget", "0"])
+    out = train_step.main([*args, "--batch", "2", "3", "--time-budget", "0"])
     assert out["results"] == [] and out["errors"] == []
     assert out["skipped"] == ["matmul peak", "gpt2_small B=2", "gpt2_small B=3"]
     assert "SKIPPED gpt2_small B=3" in capsys.readouterr().out
@@ -141,14 +152,14 @@ def test_torch_gpt_pads_the_vocabulary_as_nanogpt():
 
 
 @pytest.mark.slow
-def test_compile_time_cold_warm_and_depths_on_cpu(tmp_path):
-    """benchmarks.compile_time as a command, tiny: (a) cold then warm persistent cache in fresh
-    processes, (b) one depth with and without scan_layers."""
+def test_compile_time_cold_then_warm_cache_on_cpu(tmp_path):
+    """benchmarks.compile_time as a command, tiny: a cold then a warm persistent cache in fresh
+    processes."""
     path = tmp_path / "compile_time.json"
     subprocess.run(
         [sys.executable, "-m", "benchmarks.compile_time", "--workload", "gpt2_small",
          "--override", "emb_dim=32", "num_heads=2", "mlp_dim=64", "vocab_size=128",
-         "--batch", "2", "--seq-len", "16", "--depths", "1", "--json", str(path)],
+         "--batch", "2", "--seq-len", "16", "--json", str(path)],
         cwd=REPO_ROOT, check=True)
     out = json.loads(path.read_text())
     assert out["errors"] == [] and out["skipped"] == [] and out["info"]["platform"] == "cpu"
@@ -162,10 +173,6 @@ def test_compile_time_cold_warm_and_depths_on_cpu(tmp_path):
         assert r["first_loss"] == pytest.approx(math.log(128), abs=0.1)
         assert r["cache_files_after"] > 0  # the cold process filled the fresh cache
     assert warm["first_loss"] == cold["first_loss"]
-    assert [(r["num_layers"], r["scan_layers"]) for r in out["depths"]] == [(1, True),
-                                                                             (1, False)]
-    assert _positive(out["warmup_compile_s"])
-    assert all(_positive(r["compile_s"]) for r in out["depths"])
 
 
 def test_benchmarks_import_nothing_the_gpu_host_lacks():
@@ -180,7 +187,8 @@ def test_benchmarks_import_nothing_the_gpu_host_lacks():
         "                                  'num2words'):\n"
         "            raise ImportError(name + ' is not on the GPU host')\n"
         "sys.meta_path.insert(0, Lacking())\n"
-        "import benchmarks.mfu, benchmarks.harness, benchmarks.compile_time\n"
+        "import benchmarks.train_step, benchmarks.harness, benchmarks.compile_time\n"
+        "import flax.jax_utils, zoo.data.pipelines.sharding, zoo.train.mesh\n"
         "import zoo.models, zoo.tasks, zoo.train.step, zoo.train.optimizer, zoo.train.schedules\n"
         "import zoo.train.state\n"
         "import zoo.tasks.causal_lm, zoo.tasks.masked_lm\n")
