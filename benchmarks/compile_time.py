@@ -17,7 +17,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,8 @@ def child(args) -> None:
     print(RESULT_PREFIX + json.dumps({
         "main_t": main_t, "imported_t": imported_t, "loss_t": loss_t,
         "compile_s": step.compile_s, "first_loss": step.first_loss,
-        "num_params": step.num_params, "scan_layers": step.model.config.scan_layers,
+        "num_params": step.num_params,
+        "scan_layers": getattr(step.model.config, "scan_layers", None),
         **machine_info()}), flush=True)
 
 
@@ -76,9 +76,8 @@ def run_child(name: str, args, cache_dir: str) -> dict[str, Any]:
 
 def first_step(name: str, args) -> list[dict[str, Any]]:
     """Cold then warm time to the first step of `name`, sharing one fresh cache directory."""
-    cache_dir = tempfile.mkdtemp(prefix="zoo_jax_cache_")
-    try:
-        runs = []
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="zoo_jax_cache_") as cache_dir:
         for cache in ("cold", "warm"):
             r = {"workload": name, "cache": cache, **run_child(name, args, cache_dir),
                  "cache_files_after": sum(len(f) for _, _, f in os.walk(cache_dir))}
@@ -86,9 +85,7 @@ def first_step(name: str, args) -> list[dict[str, Any]]:
                 f"{r['process_to_first_loss_s']:.1f} s after the process started; "
                 f"{r['cache_files_after']} files in the cache")
             runs.append(r)
-        return runs
-    finally:
-        shutil.rmtree(cache_dir, ignore_errors=True)
+    return runs
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

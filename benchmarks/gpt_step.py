@@ -71,7 +71,7 @@ def build_torch_gpt(cfg: Any):
 
 
 class TorchGPTStep(TorchSide):
-    """`build_torch_gpt(cfg)`'s train step on `batch`; `nanogpt=True` (for `benchmarks.mfu`):
+    """`build_torch_gpt(cfg)`'s train step on `batch`; `nanogpt=True` (gpt2_small):
     nanoGPT's, the vocabulary padded to a multiple of 128 and the mean loss over B*T."""
 
     def __init__(self, cfg: Any, batch: dict[str, Any], nanogpt: bool = False, **kwargs: Any):
@@ -91,3 +91,8 @@ def gpt_workload(model: str, batch: int, seq_len: int, nanogpt: bool) -> Workloa
 
 WORKLOADS = {"gpt_tiny": gpt_workload("gpt_tiny", 16, 256, nanogpt=False),
              "gpt2_small": gpt_workload("gpt2_small", 8, 1024, nanogpt=True)}
+
+
+if __name__ == "__main__":
+    raise SystemExit("gpt_step holds workloads; run them with "
+                     "python -m benchmarks.train_step --workload gpt_tiny")

@@ -39,10 +39,12 @@ for p in $PARTS; do
              scan:scan_layers=True "scan_unroll2:scan_layers=True,scan_unroll=2" ;;
     gpt) part gpt 240 $TS --workload gpt2_small --batch 32 8 --dtype bfloat16 \
              --torch eager compile --time-budget 220 --json "$OUT/gpt.json" ;;
-    rnn) part rnn 120 $TS --workload lstm gru --batch 128 --seq-len 256 \
+    rnn) part rnn_lstm 100 $TS --workload lstm --batch 128 --seq-len 256 --torch eager \
              --override emb_dim=1024 hidden_size=1024 \
-             --variant zoo: cudnn:rnn_implementation=cudnn --time-budget 110 \
-             --json "$OUT/rnn.json" ;;
+             --variant zoo: cudnn:rnn_implementation=cudnn --time-budget 60 \
+             --json "$OUT/rnn_lstm.json"
+         part rnn_gru 80 $TS --workload gru --batch 128 --seq-len 256 --torch eager \
+             --override emb_dim=1024 hidden_size=1024 --time-budget 40 --json "$OUT/rnn_gru.json" ;;
     bert) part bert 200 $TS --workload bert_base --batch 32 --dtype bfloat16 \
              --torch eager compile --time-budget 180 --json "$OUT/bert.json" ;;
     compile) part compile 200 $PY -m benchmarks.compile_time --workload gpt2_small bert_base \

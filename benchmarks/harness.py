@@ -271,11 +271,12 @@ def time_rounds(sides: dict[str, Any], repeats: int, steps: int, max_wait: float
     return times, loads, cpu
 
 
-def summarize(times, loads, cpu, tokens: int, flops_per_step: float | None = None,
-              peak: float | None = None) -> dict[str, dict[str, Any]]:
+def summarize(times, loads, cpu, tokens: int, flops: dict[str, float],
+              peak: float | None) -> dict[str, dict[str, Any]]:
     """Each side's median over its clean rounds when at least half are clean, else over all;
-    tokens/s, TFLOP/s and % of `peak` TFLOP/s (with `flops_per_step`), and the ratio of its
-    tokens/s to the "torch" and "torch.compile" sides' (`vs_torch`, `vs_torch_compile`)."""
+    tokens/s, TFLOP/s (of its model FLOPs per step, `flops`) and % of `peak` TFLOP/s, and the
+    ratio of its tokens/s to the "torch" and "torch.compile" sides' (`vs_torch`,
+    `vs_torch_compile`)."""
     results = {}
     for k in times:
         clean = [t for t, o in zip(times[k], loads[k]) if is_clean(o)]
@@ -286,10 +287,9 @@ def summarize(times, loads, cpu, tokens: int, flops_per_step: float | None = Non
             "median_over": "clean rounds" if use_clean else "all rounds",
             "ms_per_step": t * 1e3, "ms_per_step_min": min(times[k]) * 1e3,
             "ms_per_step_max": max(times[k]) * 1e3, "tokens_per_s": tokens / t,
-            "cpu_ms_per_step": statistics.median(cpu[k]) * 1e3}
-        if flops_per_step:
-            r["tflops"] = flops_per_step / t / 1e12
-            r["pct_peak"] = 100 * r["tflops"] / peak if peak else None
+            "cpu_ms_per_step": statistics.median(cpu[k]) * 1e3, "flops_per_step": flops[k],
+            "tflops": flops[k] / t / 1e12}
+        r["pct_peak"] = 100 * r["tflops"] / peak if peak else None
     for ref in ("torch", "torch.compile"):
         for r in results.values():
             r["vs_" + ref.replace(".", "_")] = (r["tokens_per_s"] / results[ref]["tokens_per_s"]
@@ -323,9 +323,9 @@ def xla_flops(compiled: Any) -> float | None:
 
 class ZooStep:
     """The zoo's train step as `experiments.train` builds it (`OPT_CONFIG`), compiled once and
-    run once (`compile_s`, `xla_flops`, `first_loss`) on one fixed `batch` (numpy, or a function
-    of the model config): `model` is a registry name (dropout 0, `overrides` that are not task
-    settings) or a flax module. `parallel`, as the loop runs it: "jit" (one device), "pmap"
+    run once (`compile_s`, `first_step_s` with the compile, `xla_flops`, `first_loss`) on one
+    fixed `batch` (numpy, or a function of the model config): `model` is a registry name
+    (dropout 0, `overrides` that are not task settings) or a flax module. `parallel`, as the loop runs it: "jit" (one device), "pmap"
     (replicated state, the batch split over the local devices) or "mesh" (jit over a mesh
     {"data": every device}, the state sharded by its logical axes). `run(n)` -> s per step."""
 
@@ -380,7 +380,8 @@ class ZooStep:
         self.compile_s = time.perf_counter() - t0
         self.xla_flops = xla_flops(self.step)
         self.state, metrics = self.step(state, self.batch, self.rng)
-        self.first_loss = float(jax.numpy.ravel(metrics["loss"])[0])
+        self.first_loss = float(jax.numpy.ravel(metrics["loss"])[0])  # waits for the device
+        self.first_step_s = time.perf_counter() - t0
 
     def run(self, n: int) -> float:
         t0 = time.perf_counter()
@@ -398,8 +399,8 @@ class Workload:
     too; `max_len` = T where `has_max_len`) trained on `task` at `batch` x `seq_len` = B x T.
     `make_batch(config, B, T, min_len_frac)` -> numpy batch; `flops(config, task, B, T)` ->
     model FLOPs per step; `tokens(B, T)` -> tokens per step; `torch_side(zoo_step, **TorchSide
-    kwargs)` -> the PyTorch reference; `flax_side(zoo_step, compute_dtype)` -> a `ZooStep` of
-    the model built from Flax's own layers."""
+    kwargs)` -> the PyTorch reference; `flax_side(zoo_step)` -> a `ZooStep` of the same model
+    built from Flax's own layers."""
 
     model: str
     task: str
@@ -462,12 +463,6 @@ def kernel_breakdown(trace_dir: str, steps: int, top: int = 25) -> dict[str, Any
 # --- the PyTorch side
 
 
-def torch_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def to_torch(batch: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
     """numpy arrays -> torch tensors on `device` (integers as int64, as embeddings want)."""
     import torch
@@ -502,7 +497,8 @@ class TorchSide:
     half its peak lr; `weight_decay` on >= 2-D parameters; fused when asked and on a GPU). The
     model is `build()` after seed 0, with denormals flushed to zero as XLA's CPU backend does
     (else torch slows down up to 10x); `compile=True` runs the loss through `torch.compile`.
-    `run(n)` -> seconds per step; `compile_s` is the first step's wall time."""
+    `run(n)` -> seconds per step; `first_step_s` is the first step's wall time (compile
+    included)."""
 
     def __init__(self, build: Callable[[], Any], loss_fn: Callable[..., Any],
                  inputs: Callable[[], tuple], *, device: str = "cpu", dtype: str = "float32",
@@ -537,7 +533,7 @@ class TorchSide:
         self.autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
         t0 = time.perf_counter()
         self.first_loss = float(self._step())  # float() waits for the device
-        self.compile_s = time.perf_counter() - t0
+        self.first_step_s = time.perf_counter() - t0
 
     def _step(self):
         self.opt.zero_grad(set_to_none=True)

@@ -11,28 +11,26 @@ from typing import Any
 from benchmarks.harness import TorchSide, Workload, ZooStep, lm_batch, lm_loss, to_torch
 
 TORCH_CLASSES = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN"}
-ZOO_MODELS = {"lstm": "lstm_lm", "gru": "gru_lm", "rnn_tanh": "rnn_lm"}
 
 
-def flax_rnn_lm(cell: str, vocab: int, emb: int, hidden: int, layers: int,
-                compute_dtype: str = "float32"):
-    """The same LM from Flax's own recurrent cells (`nn.RNN` over each cell); with
-    `output_head=True` it returns the output layer as the zoo's LMs do (`zoo.nn.vocab_head`)."""
+def flax_rnn_lm(cfg: Any):
+    """The zoo's RNN LM (config `cfg`) from Flax's own recurrent cells (`nn.RNN` over each
+    cell); with `output_head=True` it returns the output layer as the zoo's LMs do."""
     import flax.linen as nn
     import jax.numpy as jnp
 
     from zoo.models.rnn_lm import OutputProjection
 
-    cell_cls = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell, "rnn_tanh": nn.SimpleCell}[cell]
-    dtype = jnp.dtype(compute_dtype)
+    cell = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell, "rnn_tanh": nn.SimpleCell}[cfg.cell]
+    dtype = jnp.dtype(cfg.compute_dtype)
 
     class FlaxRNNLM(nn.Module):
         @nn.compact
         def __call__(self, tokens, *, train: bool = False, output_head: bool = False):
-            x = nn.Embed(vocab, emb, dtype=dtype)(tokens)  # (B, T, E)
-            for _ in range(layers):
-                x = nn.RNN(cell_cls(hidden, dtype=dtype))(x)  # (B, T, H)
-            head = OutputProjection(vocab, dtype)(x)
+            x = nn.Embed(cfg.vocab_size, cfg.emb_dim, dtype=dtype)(tokens)  # (B, T, E)
+            for _ in range(cfg.num_layers):
+                x = nn.RNN(cell(cfg.hidden_size, dtype=dtype))(x)  # (B, T, H)
+            head = OutputProjection(cfg.vocab_size, dtype)(x)
             return head if output_head else head.logits()  # (B, T, V) float32
 
     return FlaxRNNLM()
@@ -41,17 +39,16 @@ def flax_rnn_lm(cell: str, vocab: int, emb: int, hidden: int, layers: int,
 class TorchRNNStep(TorchSide):
     """An nn.LSTM / nn.GRU / nn.RNN language model's train step (`TorchSide`, no weight decay)."""
 
-    def __init__(self, cell: str, batch: dict[str, Any], vocab: int, emb: int, hidden: int,
-                 layers: int, **kwargs: Any):
+    def __init__(self, cfg: Any, batch: dict[str, Any], **kwargs: Any):
         from torch import nn
 
         class TorchRNNLM(nn.Module):
             def __init__(self):
                 super().__init__()
-                self.embed = nn.Embedding(vocab, emb)
-                self.rnn = getattr(nn, TORCH_CLASSES[cell])(emb, hidden, num_layers=layers,
-                                                            batch_first=True)
-                self.out = nn.Linear(hidden, vocab)
+                self.embed = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
+                self.rnn = getattr(nn, TORCH_CLASSES[cfg.cell])(
+                    cfg.emb_dim, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True)
+                self.out = nn.Linear(cfg.hidden_size, cfg.vocab_size)
 
             def forward(self, tokens):
                 return self.out(self.rnn(self.embed(tokens))[0])
@@ -66,26 +63,17 @@ def _flops(cfg: Any, task: Any, batch: int, seq_len: int) -> float:
     blocks, then the output layer; forward 2x + backward 4x."""
     gates = {"lstm": 4, "gru": 3}.get(cfg.cell, 1)
     E, H, L, V = cfg.emb_dim, cfg.hidden_size, cfg.num_layers, cfg.vocab_size
-    per_token = 6 * gates * H * (E + H + (L - 1) * 2 * H) + 6 * H * V
-    return per_token * batch * seq_len
+    return (6 * gates * H * (E + H + (L - 1) * 2 * H) + 6 * H * V) * batch * seq_len
 
 
-def _workload(cell: str) -> Workload:
-    def torch_side(zoo: ZooStep, **kwargs: Any) -> TorchRNNStep:
-        c = zoo.model.config
-        return TorchRNNStep(cell, zoo.host_batch, c.vocab_size, c.emb_dim, c.hidden_size,
-                            c.num_layers, **kwargs)
-
-    def flax_side(zoo: ZooStep, compute_dtype: str) -> ZooStep:
-        c = zoo.model.config
-        return ZooStep(flax_rnn_lm(cell, c.vocab_size, c.emb_dim, c.hidden_size, c.num_layers,
-                                   compute_dtype), zoo.host_batch)
-
-    return Workload(
-        ZOO_MODELS[cell], "causal_lm", 32, 128,
-        lambda cfg, b, t, _: lm_batch(b, t, cfg.vocab_size), _flops, torch_side,
-        dict(vocab_size=256, emb_dim=512, hidden_size=512, num_layers=2), has_max_len=False,
-        flax_side=flax_side)
+WORKLOADS = {cell: Workload(
+    model, "causal_lm", 32, 128, lambda cfg, b, t, _: lm_batch(b, t, cfg.vocab_size), _flops,
+    lambda zoo, **kw: TorchRNNStep(zoo.model.config, zoo.host_batch, **kw),
+    dict(vocab_size=256, emb_dim=512, hidden_size=512, num_layers=2), has_max_len=False,
+    flax_side=lambda zoo: ZooStep(flax_rnn_lm(zoo.model.config), zoo.host_batch))
+    for cell, model in {"lstm": "lstm_lm", "gru": "gru_lm", "rnn_tanh": "rnn_lm"}.items()}
 
 
-WORKLOADS = {cell: _workload(cell) for cell in TORCH_CLASSES}
+if __name__ == "__main__":
+    raise SystemExit("rnn_step holds workloads; run them with "
+                     "python -m benchmarks.train_step --workload lstm gru rnn_tanh")

@@ -33,7 +33,7 @@ from zoo.errors import ConfigError
 from benchmarks.harness import (Parts, ZooStep, add_options, command_line, kernel_breakdown, log,
                                 machine_info, matmul_peak, num_cores, parse_overrides,
                                 print_table, program_counts, summarize, time_rounds,
-                                torch_device, write_json)
+                                write_json)
 
 WORKLOADS = {**gpt_step.WORKLOADS, **transformer_step.WORKLOADS, **rnn_step.WORKLOADS}
 # Dense 16-bit tensor-core peaks from the vendors' datasheets, TFLOP/s, matched against jax's
@@ -83,63 +83,66 @@ def trace(side: ZooStep, steps: int) -> dict[str, Any]:
 
 def run_workload(name: str, batch: int, args, peak: float | None, datasheet: float | None,
                  parts: Parts) -> dict[str, Any] | None:
-    """Every side of workload `name` at B = `batch`, built, warmed up and timed."""
+    """Every side of workload `name` at B = `batch`, built, warmed up and timed; the Flax and
+    PyTorch sides mirror the first variant that builds."""
     w = WORKLOADS[name]
     T, label = args.seq_len or w.seq_len, f"{name} B={batch}"
-    base = {"compute_dtype": args.dtype, **parse_overrides(args.override)}
     sides: dict[str, Any] = {}
-    for variant, overrides in map(parse_variant, args.variant):
+    for variant, overrides in args.variants:
         sides[variant] = parts.run(f"{label} {variant}", zoo_side, name, batch, T,
-                                   args.min_len_frac, **{**base, **overrides})
-    zoo = next((s for s in sides.values() if s is not None), None)
-    if zoo is None:
+                                   args.min_len_frac, **{**args.base, **overrides})
+    zoo_sides = {k: s for k, s in sides.items() if s is not None}
+    if not zoo_sides:
         return None
+    first, zoo = next(iter(zoo_sides.items()))
     if w.flax_side:
-        sides["flax"] = parts.run(f"{label} flax", w.flax_side, zoo, args.dtype)
+        sides["flax"] = parts.run(f"{label} flax", w.flax_side, zoo)
     for mode in args.torch:
         sides[TORCH_SIDES[mode]] = parts.run(
-            f"{label} torch {mode}", w.torch_side, zoo, device=torch_device(), dtype=args.dtype,
-            threads=args.threads, compile=mode == "compile", fused=args.torch_fused_adamw)
+            f"{label} torch {mode}", w.torch_side, zoo, device=args.torch_device,
+            dtype=args.dtype, threads=args.threads, compile=mode == "compile",
+            fused=args.torch_fused_adamw)
     sides = {k: s for k, s in sides.items() if s is not None}
     for k, s in sides.items():
-        log(f"{label} {k}: {s.num_params:,} parameters, first step {s.compile_s:.1f} s "
+        log(f"{label} {k}: {s.num_params:,} parameters, first step {s.first_step_s:.1f} s "
             f"(compile included), first loss {s.first_loss:.4f}")
         s.run(args.warmup)
-    on_cpu = machine_info()["platform"] == "cpu"
-    times, loads, cpu = time_rounds(sides, args.repeats, args.steps,
-                                    args.max_wait if on_cpu else 0,
-                                    args.max_rounds if on_cpu else None)
-    flops = w.flops(zoo.model.config, zoo.task, batch, T)
+    times, loads, cpu = time_rounds(sides, args.repeats, args.steps, args.max_wait,
+                                    args.max_rounds)
+    flops = {k: w.flops(s.model.config, s.task, batch, T) for k, s in zoo_sides.items()}
+    flops = {k: flops.get(k, flops[first]) for k in sides}  # others: the first variant's
     results = summarize(times, loads, cpu, w.tokens(batch, T), flops, peak)
     for k, r in results.items():
         s = sides[k]
-        r |= {"num_params": s.num_params, "first_loss": s.first_loss, "first_step_s": s.compile_s,
-              "vocab_size": getattr(s, "vocab_size", None), "step_s_per_round": times[k],
-              "other_load_cores": loads[k],
+        r |= {"num_params": s.num_params, "first_loss": s.first_loss,
+              "first_step_s": s.first_step_s, "vocab_size": getattr(s, "vocab_size", None),
+              "step_s_per_round": times[k], "other_load_cores": loads[k],
               "pct_datasheet": 100 * r["tflops"] / datasheet if datasheet else None}
         if isinstance(s, ZooStep):
-            r |= {"xla_flops": s.xla_flops, "program": program_counts(s)}
+            r |= {"compile_s": s.compile_s, "xla_flops": s.xla_flops, "program": program_counts(s)}
+    if len(zoo_sides) > 1:
+        log(f"{label}, ms/step against {first}: " + ", ".join(
+            f"{k} {results[k]['ms_per_step'] / results[first]['ms_per_step']:.3f}"
+            for k in zoo_sides if k != first))
     return {"workload": name, "batch": batch, "seq_len": T, "dtype": args.dtype,
             "config": dataclasses.asdict(zoo.model.config),
             "task": {k: v for k, v in vars(zoo.task).items() if k != "name"},
-            "model_flops_per_step": flops, "tokens_per_step": w.tokens(batch, T),
-            "sides": results, "trace": trace(sides[args.trace], 3) if args.trace in sides else None}
+            "model_flops_per_step": flops[first], "tokens_per_step": w.tokens(batch, T),
+            "sides": results, "trace": parts.run(f"{label} trace", trace, sides[args.trace], 3)
+            if args.trace in sides else None}
 
 
 def _torch_version(args) -> str | None:
-    """torch's version, or None (said) when no torch side runs."""
+    """torch's version (its CPU threads set), or None (said) when it is missing."""
     try:
         import torch
     except ImportError as e:
-        args.torch = []
         log(f"PyTorch skipped ({e}): only the JAX sides are measured.")
         return None
-    if args.torch is None:
-        args.torch = ["eager", "compile"] if torch.cuda.is_available() else ["eager"]
-    if args.torch and torch.cuda.is_available():  # both frameworks need GPU memory
+    if args.torch != [] and torch.cuda.is_available():  # both frameworks need GPU memory
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # before jax starts
     torch.set_num_threads(args.threads)
-    return torch.__version__ if args.torch else None
+    return torch.__version__
 
 
 TABLE = ["workload", "B x T", "side", "ms/step (min-max)", "CPU ms/step", "tokens/s", "TFLOP/s",
@@ -160,7 +163,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workload", nargs="+", default=["gpt_tiny"], choices=list(WORKLOADS))
     p.add_argument("--batch", type=int, nargs="+", default=[None], help="default: per workload")
-    add_options(p, seq_len=0, min_len_frac=-1.0, dtype="float32")
+    p.add_argument("--seq-len", type=int, help="default: per workload")
+    p.add_argument("--min-len-frac", type=float, help="default: per workload")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--torch", nargs="*", choices=tuple(TORCH_SIDES), default=None)
     p.add_argument("--variant", nargs="+", default=["zoo:"], metavar="NAME:KEY=VALUE,...")
     p.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE")
@@ -171,8 +176,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="default 2048 4096 on a CPU, 4096 8192 elsewhere")
     p.add_argument("--torch-fused-adamw", action="store_true")
     args = p.parse_args(argv)
-    args.seq_len, args.min_len_frac = args.seq_len or None, (
-        None if args.min_len_frac < 0 else args.min_len_frac)
+    args.variants = [parse_variant(v) for v in args.variant]  # bad specs fail here, once
+    args.base = {"compute_dtype": args.dtype, **parse_overrides(args.override)}
+    if taken := {"flax", *TORCH_SIDES.values()} & {name for name, _ in args.variants}:
+        raise ConfigError(f"--variant names {sorted(taken)} are the reference sides' names; "
+                          "choose other names.")
     if args.devices:  # fake CPU devices for pmap / mesh variants, set before JAX starts
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                    f" --xla_force_host_platform_device_count={args.devices}")
@@ -180,37 +188,48 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parts, version = Parts(args.time_budget), _torch_version(args)
     info = {**machine_info(version), "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
             "command": command_line("benchmarks.train_step", argv)}
-    if args.devices and info["device_count"] != args.devices:
-        raise ConfigError(f"--devices {args.devices}: JAX had already started with "
-                          f"{info['device_count']} devices; run it as a fresh process.")
+    if args.devices and (info["device_count"], info["platform"]) != (args.devices, "cpu"):
+        raise ConfigError(f"--devices {args.devices} fakes CPU devices, but JAX runs "
+                          f"{info['device_count']} {info['platform']} device(s): run a fresh "
+                          "process with JAX_PLATFORMS=cpu (or unset).")
+    import jax
+
+    jax.config.update("jax_enable_compilation_cache", False)  # compile times are measured
     on_cpu = info["platform"] == "cpu"
+    args.torch_device = "cpu" if on_cpu else "cuda"  # torch's sides run where JAX's do
+    if args.torch is None:
+        args.torch = ["eager"] if on_cpu else ["eager", "compile"]
+    args.torch = args.torch if version else []
+    if not on_cpu:  # waiting for an idle CPU, and more rounds while it is busy, are for CPUs
+        args.max_wait, args.max_rounds = 0.0, None
     libraries = ("jax", "numpy", "torch")[:3 if version else 2] if on_cpu else ("jax",)
     peaks, peak = parts.run(
         "matmul peak", matmul_peak, args.peak_sizes or ([2048, 4096] if on_cpu else [4096, 8192]),
         args.peak_repeats, libraries, "float32" if on_cpu else args.dtype,
-        args.max_wait if on_cpu else 0.0) or ({}, None)
+        args.max_wait) or ({}, None)
     datasheet = datasheet_peak(info["device"], args.dtype)
     log(f"# {info['cpu']}, {info['cores']} cores, {info['device']}; jax {info['jax']}, torch "
         f"{version} ({args.torch or 'no'} sides); peak {peak or 0:.3g} TFLOP/s measured"
         + (f", {datasheet} datasheet" if datasheet else ""))
-    results = []
+    out = {"info": info, "args": vars(args), "matmul_peak_tflops": peaks, "peak_tflops": peak,
+           "datasheet_tflops": datasheet, "results": [], "skipped": parts.skipped,
+           "errors": parts.errors}
     for batch in args.batch:
         for name in args.workload:
-            label = f"{name} B={batch or WORKLOADS[name].batch}"
-            result = parts.run(label, run_workload, name, batch or WORKLOADS[name].batch, args,
-                               peak, datasheet, parts)
-            results += [result] if result else []
+            B = batch or WORKLOADS[name].batch
+            result = parts.run(f"{name} B={B}", run_workload, name, B, args, peak, datasheet,
+                               parts)
+            out["results"] += [result] if result else []
+            out["info"]["elapsed_s"] = parts.elapsed()
+            write_json(args.json, out)  # after each part: a killed run keeps what it measured
             gc.collect()  # the sides' device memory, before the next part allocates its own
-            if version and torch_device() == "cuda":
+            if args.torch and args.torch_device == "cuda":
                 import torch
 
                 torch.cuda.empty_cache()
-    print_table(TABLE, [_row(res, k, r) for res in results for k, r in res["sides"].items()])
+    print_table(TABLE, [_row(res, k, r) for res in out["results"]
+                        for k, r in res["sides"].items()])
     parts.report()
-    out = {"info": info | {"elapsed_s": parts.elapsed()}, "args": vars(args),
-           "matmul_peak_tflops": peaks, "peak_tflops": peak, "datasheet_tflops": datasheet,
-           "results": results, "skipped": parts.skipped, "errors": parts.errors}
-    write_json(args.json, out)
     return out
 
 

@@ -3,8 +3,8 @@ benchmarks.train_step --workload transformer bert`, or bert_base).
 
 transformer: the zoo's post-LN `Transformer` vs `nn.Transformer` without its final LayerNorms.
 bert: `Bert(head="mlm")`, the head at the 15% of positions the task chooses, vs
-`nn.TransformerEncoder` with the same head and masking drawn by torch every step
-(`head_everywhere=True`: torch's head at every position, Hugging Face's way). Sequences have
+`nn.TransformerEncoder` with the same head and masking drawn by torch every step (RESULTS.md
+has the older variant with torch's head at every position, Hugging Face's way). Sequences have
 random lengths in [`min_len_frac` * length, length], then padding (counted in tokens/s).
 Both sides hold the same parameters and compute the same loss (tests/test_benchmarks.py).
 FLOPs count matmuls only, attention over the full length.
@@ -155,14 +155,9 @@ def seq2seq_loss(model, inputs, targets, weights, label_smoothing: float = 0.0):
     return cross_entropy(logits, targets, weights, label_smoothing)
 
 
-def mlm_loss(model, corrupted, valid, positions, targets, weights, head_everywhere=False):
-    """Weighted CE at the chosen positions; `head_everywhere`: the head at every position, then
-    the chosen ones (Hugging Face's way)."""
-    if not head_everywhere:
-        return cross_entropy(model(corrupted, valid, positions), targets, weights)
-    logits = model(corrupted, valid)
-    logits = logits.gather(1, positions[..., None].expand(-1, -1, logits.shape[-1]))
-    return cross_entropy(logits, targets, weights)
+def mlm_loss(model, corrupted, valid, positions, targets, weights):
+    """Weighted CE at the chosen positions."""
+    return cross_entropy(model(corrupted, valid, positions), targets, weights)
 
 
 class TorchSeq2SeqStep(TorchSide):
@@ -180,17 +175,14 @@ class TorchBertStep(TorchSide):
     """`build_torch_bert(cfg)`'s MLM train step (`TorchSide`) on `batch` (`mlm_batch`), new
     masks drawn every step with torch's RNG on the device, as the zoo's task draws them."""
 
-    def __init__(self, cfg: Any, batch: dict[str, np.ndarray], mask_rate: float,
-                 head_everywhere: bool = False, **kwargs: Any):
+    def __init__(self, cfg: Any, batch: dict[str, np.ndarray], mask_rate: float, **kwargs: Any):
         import torch
 
         self.cfg, self.vocab_size, self.mask_rate = cfg, cfg.vocab_size, mask_rate
         b = to_torch(batch, kwargs.get("device", "cpu"))
         self.tokens, self.valid = b["inputs"], b["weights"] > 0  # (B, T) each
         self.gen = torch.Generator(kwargs.get("device", "cpu")).manual_seed(1)
-        super().__init__(lambda: build_torch_bert(cfg),
-                         functools.partial(mlm_loss, head_everywhere=head_everywhere),
-                         self.masked_batch, **kwargs)
+        super().__init__(lambda: build_torch_bert(cfg), mlm_loss, self.masked_batch, **kwargs)
 
     def masked_batch(self):
         """`zoo.tasks.masked_lm.mask_tokens` in torch -> (corrupted (B, T), valid (B, T),
@@ -234,3 +226,8 @@ WORKLOADS = {  # transformer and bert: the tiny presets reshaped; sources and ta
     "bert": _bert("bert_tiny", 32, 128, 0.75, emb_dim=256, num_heads=4, num_layers=4,
                   mlp_dim=1024, vocab_size=8192, mask_token_id=103),
     "bert_base": _bert("bert_base", 8, 512, 1.0)}
+
+
+if __name__ == "__main__":
+    raise SystemExit("transformer_step holds workloads; run them with "
+                     "python -m benchmarks.train_step --workload transformer bert")
