@@ -57,13 +57,14 @@ def test_train_step_runs_gpt2_small_and_bert_base_shrunken_with_their_mfu(tmp_pa
 def test_train_step_parallel_variants_start_from_the_same_loss():
     """`parallel=pmap` and `parallel=mesh` variants over the 4 fake devices take the same first
     step as jit on one device; an RNN workload adds Flax's own layers as a side."""
-    out = train_step.main(["--workload", "gpt_tiny", "lstm", *SHORT, "--batch", "4",
-                           "--repeats", "1", "--torch", "--override", "emb_dim=32",
-                           "--variant", "jit:", "pmap:parallel=pmap", "mesh:parallel=mesh"])
-    gpt, lstm = out["results"]
-    assert list(gpt["sides"]) == ["jit", "pmap", "mesh"]
-    assert list(lstm["sides"]) == ["jit", "pmap", "mesh", "flax"]
-    for r in (gpt, lstm):
+    variants = ["--variant", "jit:", "pmap:parallel=pmap", "mesh:parallel=mesh"]
+    for workload, shape, sides in (
+            ("gpt_tiny", [*TINY, "vocab_size=128"], ["jit", "pmap", "mesh"]),
+            ("lstm", ["emb_dim=32", "hidden_size=32"], ["jit", "pmap", "mesh", "flax"])):
+        out = train_step.main(["--workload", workload, *SHORT, "--batch", "4", "--repeats", "1",
+                               "--torch", "--override", *shape, *variants])
+        [r] = out["results"]
+        assert list(r["sides"]) == sides
         first = [side["first_loss"] for side in r["sides"].values()]
         assert first[1:3] == pytest.approx([first[0]] * 2, rel=1e-5)
         assert all(_positive(side["ms_per_step"]) for side in r["sides"].values())
