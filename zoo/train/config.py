@@ -259,7 +259,8 @@ def _validate_mesh(config: ml_collections.ConfigDict) -> None:
     from zoo.train.partitioning import axis_rules
 
     if "mesh" in config:
-        mesh = config.mesh.to_dict() if hasattr(config.mesh, "to_dict") else config.mesh
+        mesh = (config.mesh.to_dict() if isinstance(config.mesh, ml_collections.ConfigDict)
+                else config.mesh)
         if not isinstance(mesh, dict):
             raise ConfigError(f"config.mesh must be a dict of mesh axis sizes like "
                               f"{TRAIN_DEFAULTS['mesh']}; got {mesh!r}.")

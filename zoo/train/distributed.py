@@ -40,7 +40,7 @@ _INDEXED_JOB_ENV = "JOB_COMPLETION_INDEX"  # the pod's index in a Kubernetes ind
 
 def _setting(config: Any, key: str) -> Any:
     """A run field, else its environment variable (ints parsed), else None."""
-    value = config.get(key) if hasattr(config, "get") else getattr(config, key, None)
+    value = config.get(key)
     if value is not None:
         return value
     raw = os.environ.get(_ENV[key])
@@ -85,7 +85,7 @@ def _detected_cluster_processes() -> int:
 
 def wanted(config: Any) -> bool:
     """Whether `initialize_distributed` would start jax.distributed for this config."""
-    mode = config.get("distributed", "auto") if hasattr(config, "get") else config.distributed
+    mode = config.get("distributed", "auto")
     if mode not in MODES:
         raise ConfigError(f"config.distributed must be one of {', '.join(map(repr, MODES))}; "
                           f"got {mode!r}.")
