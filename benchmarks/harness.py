@@ -325,9 +325,10 @@ class ZooStep:
     """The zoo's train step as `experiments.train` builds it (`OPT_CONFIG`), compiled once and
     run once (`compile_s`, `first_step_s` with the compile, `xla_flops`, `first_loss`) on one
     fixed `batch` (numpy, or a function of the model config): `model` is a registry name
-    (dropout 0, `overrides` that are not task settings) or a flax module. `parallel`, as the loop runs it: "jit" (one device), "pmap"
-    (replicated state, the batch split over the local devices) or "mesh" (jit over a mesh
-    {"data": every device}, the state sharded by its logical axes). `run(n)` -> s per step."""
+    (dropout 0, `overrides` that are not task settings) or a flax module. `parallel`, as the
+    loop runs it: "jit" (one device), "pmap" (replicated state, the batch split over the local
+    devices) or "mesh" (jit over a mesh {"data": every device}, the state sharded by its
+    logical axes). `run(n)` -> seconds per step."""
 
     def __init__(self, model: Any, batch: Any, task: str = "causal_lm", parallel: str = "jit",
                  **overrides: Any):

@@ -10,13 +10,15 @@ Workloads, each at its own default B x T: gpt_tiny, gpt2_small (`benchmarks.gpt_
 transformer, bert, bert_base (`transformer_step`), lstm, gru, rnn_tanh (`rnn_step`). Per
 workload and batch size these sides run in alternating rounds (`benchmarks.harness`): the zoo's
 `jit_train_step`, one side per `--variant` (model-config overrides on top of `--override`;
-default a single side "zoo"), Flax's own RNN layers where the workload has them, and PyTorch,
-eager ("torch") and/or `torch.compile` ("torch.compile"; default: eager on a CPU, both where
-torch sees a GPU). On a CPU each round waits for an idle machine and medians are taken over the
-clean rounds. The peak is the best n x n matmul of JAX, numpy and torch on a CPU (float32), of
-JAX in `--dtype` elsewhere. Each part runs under `--time-budget`: a failing part is reported and
-the others still run. `--trace NAME` sums a `jax.profiler` trace of side NAME per kernel.
-Results: benchmarks/RESULTS.md.
+default a single side "zoo"; `parallel=pmap` / `parallel=mesh` as overrides run the loop's
+other paths, over `--devices N` fake CPU devices on a CPU), then, mirroring the first variant,
+Flax's own RNN layers where the workload has them and PyTorch on JAX's device, eager ("torch")
+and/or `torch.compile` ("torch.compile"; default: eager on a CPU, both on a GPU). On a CPU each
+round waits for an idle machine and medians are taken over the clean rounds; compile times are
+measured with the persistent compilation cache off. The peak is the best n x n matmul of JAX,
+numpy and torch on a CPU (float32), of JAX in `--dtype` elsewhere. Each part runs under
+`--time-budget`: a failing part is reported and the others still run. `--trace NAME` sums a
+`jax.profiler` trace of side NAME per kernel. Results: benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
