@@ -196,7 +196,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                           "process with JAX_PLATFORMS=cpu (or unset).")
     import jax
 
-    jax.config.update("jax_enable_compilation_cache", False)  # compile times are measured
+    # Compile times are measured, not read from a cache. JAX decides once per process, at its
+    # first compile, so this holds for the command, not for a caller that compiled before.
+    jax.config.update("jax_enable_compilation_cache", False)
     on_cpu = info["platform"] == "cpu"
     args.torch_device = "cpu" if on_cpu else "cuda"  # torch's sides run where JAX's do
     if args.torch is None:
