@@ -11,8 +11,6 @@ from typing import Any
 
 from benchmarks.harness import TorchSide, Workload, lm_batch, lm_loss, to_torch
 
-VOCAB_MULTIPLE = 128  # nanoGPT pads GPT-2's 50257 to 50304
-
 
 def step_flops(cfg: Any, task: Any, batch: int, seq_len: int) -> float:
     """Matmul FLOPs of one training step: forward 2x + backward 4x per weight use."""
@@ -20,11 +18,6 @@ def step_flops(cfg: Any, task: Any, batch: int, seq_len: int) -> float:
     n_matmul = L * (3 * D * D + D * D + 2 * D * F)  # qkv, out, fc, proj kernels
     # + the tied output projection + attention q.k and p.v over the full T x T
     return (6 * n_matmul + 6 * D * V + 12 * L * T * D) * batch * T
-
-
-def padded_vocab(vocab_size: int, multiple: int = VOCAB_MULTIPLE) -> int:
-    """The vocabulary rounded up to a multiple of `multiple` (50257 -> 50304)."""
-    return -(-vocab_size // multiple) * multiple
 
 
 def build_torch_gpt(cfg: Any):
@@ -75,7 +68,7 @@ class TorchGPTStep(TorchSide):
     nanoGPT's, the vocabulary padded to a multiple of 128 and the mean loss over B*T."""
 
     def __init__(self, cfg: Any, batch: dict[str, Any], nanogpt: bool = False, **kwargs: Any):
-        self.vocab_size = padded_vocab(cfg.vocab_size) if nanogpt else cfg.vocab_size
+        self.vocab_size = -(-cfg.vocab_size // 128) * 128 if nanogpt else cfg.vocab_size  # 50304
         b = to_torch(batch, kwargs.get("device", "cpu"))
         inputs = (b["inputs"], b["targets"]) + (() if nanogpt else (b["weights"],))
         super().__init__(

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from benchmarks import train_step
-from benchmarks.gpt_step import padded_vocab
 from benchmarks.harness import parse_overrides
 
 
@@ -145,11 +144,6 @@ def test_train_step_reports_failed_and_skipped_parts(capsys):
     assert out["results"] == [] and out["errors"] == []
     assert out["skipped"] == ["matmul peak", "gpt2_small B=2", "gpt2_small B=3"]
     assert "SKIPPED gpt2_small B=3" in capsys.readouterr().out
-
-
-def test_torch_gpt_pads_the_vocabulary_as_nanogpt():
-    assert padded_vocab(50257) == 50304
-    assert padded_vocab(128) == 128 and padded_vocab(129) == 256
 
 
 @pytest.mark.slow
