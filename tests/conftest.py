@@ -28,6 +28,11 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# Starting JAX's backend before any test imports `zoo` keeps this process on glibc's default
+# allocator: the in-process tests are compile-bound, and the zoo's malloc options cost ~15% of
+# compile time (zoo/host_malloc.py). The launchers the tests start as subprocesses set them, as
+# users' runs do; tests/test_host_malloc.py checks both.
+jax.devices()
 # Not "strict" dtype promotion: optax's own Adam bias correction mixes float and int32 there.
 
 

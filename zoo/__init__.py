@@ -8,9 +8,13 @@ Public API:
     zoo.create_train_state(model, tx, example_inputs, rng) -> a TrainState for the shared step
     zoo.load_trained(workdir, step=None) -> (registry spec, model, params, metadata)
 """
-# Every name loads on first access (the models bring jax), which keeps `import zoo.host_malloc`
-# light enough to run before jax (see that module).
+# Every name loads on first access (the models bring jax), so that `import zoo` stays light and
+# can set the allocator before JAX's backend starts (zoo/host_malloc.py).
 import importlib
+
+from zoo.host_malloc import keep_freed_memory
+
+keep_freed_memory()
 
 _LAZY = {"create_model": "zoo.models", "get_config": "zoo.models", "list_models": "zoo.models",
          "task_for_model": "zoo.tasks", "create_train_state": "zoo.train.state",

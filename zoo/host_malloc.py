@@ -14,10 +14,12 @@ one arena), paid once per compiled function. (glibc's `glibc.malloc.hugetlb=1` t
 measured too: 2 MiB faults instead of 4 KiB, but the kernel still zeroes the whole buffer
 every step, and steps were about 10% slower than with these options.)
 
-It must run before `import jax`: importing jax starts threads, and glibc fixes its arena limit
-when a second thread first allocates. The `experiments` and `benchmarks` packages call it in
-their `__init__`, so `python -m experiments.train` and the benchmarks get it. In your own
-scripts call it first, or set the same options in the environment, which works in any order:
+It must run before JAX starts its backend (the first array, device query or compile): the
+backend's threads allocate XLA's buffers, and glibc fixes a thread's arena when it first
+allocates. `import zoo` calls it, so a plain script that imports the zoo before it computes
+anything gets it too (`import jax` first is fine); so do `python -m experiments.train` and the
+benchmarks. Where JAX has already started, it does nothing; set the same options in the
+environment instead, which works in any order:
 
     MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=-1 python train.py
 
@@ -39,12 +41,12 @@ _ENV_SWITCH = "ZOO_KEEP_FREED_MEMORY"
 def keep_freed_memory() -> bool:
     """Apply the malloc options above. Returns True when glibc accepted all of them.
 
-    A no-op (False) off Linux/glibc, with ZOO_KEEP_FREED_MEMORY=0, or once jax is imported
-    (the arena limit could no longer take effect; set the environment instead).
+    A no-op (False) off Linux/glibc, with ZOO_KEEP_FREED_MEMORY=0, or once JAX's backend has
+    started (the arena limit could no longer take effect; set the environment instead).
     """
     if os.environ.get(_ENV_SWITCH, "1") == "0" or not sys.platform.startswith("linux"):
         return False
-    if "jax" in sys.modules:
+    if _jax_backend_started():
         return False
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
@@ -53,3 +55,13 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return all(mallopt(param, value) == 1 for param, value in _SETTINGS)
+
+
+def _jax_backend_started() -> bool:
+    if "jax" not in sys.modules:
+        return False
+    try:
+        from jax._src.xla_bridge import backends_are_initialized
+    except ImportError:  # a jax without it: assume the worst
+        return True
+    return backends_are_initialized()
