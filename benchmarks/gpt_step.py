@@ -68,7 +68,9 @@ class TorchGPTStep(TorchSide):
     nanoGPT's, the vocabulary padded to a multiple of 128 and the mean loss over B*T."""
 
     def __init__(self, cfg: Any, batch: dict[str, Any], nanogpt: bool = False, **kwargs: Any):
-        self.vocab_size = -(-cfg.vocab_size // 128) * 128 if nanogpt else cfg.vocab_size  # 50304
+        from zoo.nn.vocab_head import PAD_MULTIPLE, padded_size  # jax: imported once it runs
+
+        self.vocab_size = padded_size(cfg.vocab_size, PAD_MULTIPLE) if nanogpt else cfg.vocab_size
         b = to_torch(batch, kwargs.get("device", "cpu"))
         inputs = (b["inputs"], b["targets"]) + (() if nanogpt else (b["weights"],))
         super().__init__(
