@@ -5,7 +5,7 @@
 #
 # PARTs (default: all, in this order): tests variants gpt rnn bert compile depths. Made for
 # one NVIDIA GPU host with jax[cuda] and torch (see README, "On a GPU"); nothing here downloads
-# anything.
+# anything. The tests part runs in one process (`-o addopts=""`: no pytest-xdist needed).
 set -u
 OUT=${OUT:-/tmp/zoo-gpu}
 mkdir -p "$OUT"
@@ -32,7 +32,7 @@ cat "$OUT/gpu.txt" "$OUT/versions.txt"
 TS="$PY -m benchmarks.train_step --steps 10 --repeats 3"
 for p in $PARTS; do
   case $p in
-    tests) part tests 150 $PY -m pytest -q -p no:cacheprovider -x \
+    tests) part tests 150 $PY -m pytest -q -p no:cacheprovider -o addopts="" -x \
              tests/test_attention_gpu.py tests/test_cudnn_lstm.py ;;
     variants) part variants 230 $TS --workload gpt2_small --batch 32 --dtype bfloat16 --torch \
              --trace unrolled --json "$OUT/variants.json" --variant unrolled:scan_layers=False \

@@ -36,6 +36,15 @@ jax.devices()
 # Not "strict" dtype promotion: optax's own Adam bias correction mixes float and int32 there.
 
 
+@pytest.hookimpl(optionalhook=True)  # a host without pytest-xdist runs `pytest -o addopts=""`
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pyproject's addopts) on an accelerator (JAX_PLATFORMS=cuda or tpu): no workers,
+    the tests run in this one process, as the device's memory is allocated by one process. On
+    the CPU: None, xdist's default (one worker per core, capped by --maxprocesses). The workers
+    inherit this process's environment, so they share its temp dir and compilation cache."""
+    return None if os.environ["JAX_PLATFORMS"] == "cpu" else 0
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _free_compiled_programs():
     """Drops JAX's compiled programs after each test module. Every XLA-CPU executable keeps
