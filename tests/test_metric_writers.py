@@ -1,0 +1,64 @@
+"""The training loop's metric files: JSON lines and TensorBoard events, written without PyTorch."""
+import glob
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+WRITE = """
+import sys
+from zoo.train import loop  # what a training launch imports
+from zoo.train.metric_writers import MetricWriter
+w = MetricWriter(sys.argv[1])
+w.write(3, {"loss": 1.5, "accuracy": float("nan")}, split="train")
+w.close()
+print(sorted(m for m in ("torch", "tensorboardX") if m in sys.modules))
+"""
+
+
+def _tf_records(path: str) -> list[bytes]:
+    """The payloads of a TFRecord file: (length u64, crc u32, payload, crc u32) records."""
+    records = []
+    with open(path, "rb") as f:
+        while header := f.read(12):
+            (length,) = struct.unpack("<Q", header[:8])
+            records.append(f.read(length))
+            f.read(4)
+    return records
+
+
+def _write(workdir, then: str = "") -> str:
+    """Runs WRITE (then `then`) in a fresh process; its last line of output."""
+    out = subprocess.run([sys.executable, "-c", WRITE + then, str(workdir)], capture_output=True,
+                         text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()[-1]
+
+
+def test_metrics_reach_jsonl_and_tensorboard_without_importing_torch(tmp_path):
+    assert _write(tmp_path) == "['tensorboardX']"
+
+    [line] = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(line) == {"step": 3, "split": "train", "loss": 1.5, "accuracy": "nan"}
+
+    from tensorboardX.proto import event_pb2
+
+    [events_file] = glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
+    scalars = {}
+    for record in _tf_records(events_file):
+        event = event_pb2.Event.FromString(record)
+        for value in event.summary.value:
+            scalars[value.tag] = (event.step, value.simple_value)
+    assert scalars["train/loss"] == (3, 1.5)
+    assert "train/accuracy" in scalars
+
+
+def test_torch_still_imports_afterwards(tmp_path):
+    pytest.importorskip("torch")
+    then = "import torch\nprint(sorted(m for m in ('torch', 'tensorboardX') if m in sys.modules))"
+    assert _write(tmp_path, then) == "['tensorboardX', 'torch']"
