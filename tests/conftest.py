@@ -38,11 +38,13 @@ jax.devices()
 
 @pytest.hookimpl(optionalhook=True)  # a host without pytest-xdist runs `pytest -o addopts=""`
 def pytest_xdist_auto_num_workers(config):
-    """`-n auto` (pyproject's addopts) on an accelerator (JAX_PLATFORMS=cuda or tpu): no workers,
-    the tests run in this one process, as the device's memory is allocated by one process. On
-    the CPU: None, xdist's default (one worker per core, capped by --maxprocesses). The workers
-    inherit this process's environment, so they share its temp dir and compilation cache."""
-    return None if os.environ["JAX_PLATFORMS"] == "cpu" else 0
+    """Workers for `-n auto` (pyproject's addopts; --maxprocesses caps them): one per CPU this
+    process may run on (hyperthreads count: the tests mostly compile, one thread each), or none
+    on an accelerator (JAX_PLATFORMS=cuda or tpu), whose memory one process allocates. The
+    workers inherit this process's environment: its temp dir and compilation cache."""
+    if os.environ["JAX_PLATFORMS"] != "cpu":
+        return 0
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @pytest.fixture(autouse=True, scope="module")
