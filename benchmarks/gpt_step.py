@@ -1,7 +1,7 @@
 """GPT workloads: the zoo's causal-LM step and the same model in PyTorch (pre-LN, fused qkv, SDPA
 causal attention, tanh-GELU, tied output). Run them with `python -m benchmarks.train_step
---workload gpt_tiny` (or gpt2_small). FLOPs per step (`step_flops`) count matmuls only (Kaplan
-et al. 2020 / PaLM appendix B): gpt_tiny at B=16, T=256 runs 91.8 GFLOP per step.
+--workload gpt_tiny` (or gpt2_small). FLOPs per step count matmuls only
+(`zoo.models.gpt.train_flops`): gpt_tiny at B=16, T=256 runs 91.8 GFLOP per step.
 """
 from __future__ import annotations
 
@@ -10,14 +10,6 @@ import math
 from typing import Any
 
 from benchmarks.harness import TorchSide, Workload, lm_batch, lm_loss, to_torch
-
-
-def step_flops(cfg: Any, task: Any, batch: int, seq_len: int) -> float:
-    """Matmul FLOPs of one training step: forward 2x + backward 4x per weight use."""
-    L, D, F, V, T = cfg.num_layers, cfg.emb_dim, cfg.mlp_dim, cfg.vocab_size, seq_len
-    n_matmul = L * (3 * D * D + D * D + 2 * D * F)  # qkv, out, fc, proj kernels
-    # + the tied output projection + attention q.k and p.v over the full T x T
-    return (6 * n_matmul + 6 * D * V + 12 * L * T * D) * batch * T
 
 
 def build_torch_gpt(cfg: Any):
@@ -81,7 +73,7 @@ class TorchGPTStep(TorchSide):
 def gpt_workload(model: str, batch: int, seq_len: int, nanogpt: bool) -> Workload:
     return Workload(
         model, "causal_lm", batch, seq_len, lambda cfg, b, t, _: lm_batch(b, t, cfg.vocab_size),
-        step_flops, lambda zoo, **kw: TorchGPTStep(zoo.model.config, zoo.host_batch, nanogpt, **kw))
+        lambda zoo, **kw: TorchGPTStep(zoo.model.config, zoo.host_batch, nanogpt, **kw))
 
 
 WORKLOADS = {"gpt_tiny": gpt_workload("gpt_tiny", 16, 256, nanogpt=False),

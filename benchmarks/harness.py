@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import collections
-import contextlib
 import dataclasses
 import datetime
 import glob
@@ -325,27 +324,20 @@ class ZooStep:
     """The zoo's train step as `experiments.train` builds it (`OPT_CONFIG`), compiled once and
     run once (`compile_s`, `first_step_s` with the compile, `xla_flops`, `first_loss`) on one
     fixed `batch` (numpy, or a function of the model config): `model` is a registry name
-    (dropout 0, `overrides` that are not task settings) or a flax module. `parallel`, as the
-    loop runs it: "jit" (one device), "pmap" (replicated state, the batch split over the local
-    devices) or "mesh" (jit over a mesh {"data": every device}, the state sharded by its
-    logical axes). `run(n)` -> seconds per step."""
+    (dropout 0, `overrides` that are not task settings) or a flax module. `parallel` is the
+    loop's path (zoo.train.parallel): "jit" (on one device, as PyTorch's side), "pmap" or
+    "mesh" (over {"data": every device}).
+    `run(n)` -> seconds per step."""
 
     def __init__(self, model: Any, batch: Any, task: str = "causal_lm", parallel: str = "jit",
                  **overrides: Any):
-        import flax.linen as nn
         import jax
-        from flax import jax_utils
 
         import zoo
-        from zoo.data.pipelines.sharding import shard_batch
         from zoo.tasks import get_task, get_task_settings
-        from zoo.train import mesh as mesh_lib
+        from zoo.train import parallel as parallel_lib
         from zoo.train.optimizer import create_optimizer, learning_rate_schedule
-        from zoo.train.state import create_train_state
-        from zoo.train.step import jit_train_step, pmap_train_step
 
-        if parallel not in ("jit", "pmap", "mesh"):
-            raise ConfigError(f"parallel is jit, pmap or mesh; got {parallel!r}.")
         settings = {k: overrides.pop(k) for k in list(overrides) if k in get_task_settings(task)}
         if isinstance(model, str):
             model = zoo.create_model(model, dropout_rate=0.0, **overrides)
@@ -354,30 +346,15 @@ class ZooStep:
         self.host_batch = batch(config) if callable(batch) else batch
         example = self.task.example_inputs(config, self.host_batch["inputs"].shape[1])
         schedule = learning_rate_schedule(OPT_CONFIG)
-        tx = create_optimizer(OPT_CONFIG, schedule)
-        state = create_train_state(model, tx, example, jax.random.key(0))
+        path, state = parallel_lib.create(parallel, self.task, model,
+                                          create_optimizer(OPT_CONFIG, schedule), example,
+                                          jax.random.key(0), learning_rate_fn=schedule,
+                                          devices=jax.devices()[:1])
         self.num_params = sum(x.size for x in jax.tree.leaves(state.params))
-        self.rng, contexts = jax.random.key(1), []  # what the step is lowered under
-        if parallel == "pmap":
-            step = pmap_train_step(self.task, learning_rate_fn=schedule)
-            state = jax_utils.replicate(state)
-            self.batch = shard_batch(self.host_batch, jax.local_device_count())
-        elif parallel == "mesh":
-            mesh = mesh_lib.create_mesh({"data": -1})
-            shardings = mesh_lib.train_state_shardings(model, tx, example, mesh)
-            step = mesh_lib.mesh_train_step(self.task, mesh, shardings,
-                                            learning_rate_fn=schedule).jitted
-            state = mesh_lib.shard_state(state, shardings)
-            self.batch = mesh_lib.global_batch(self.host_batch, mesh)
-            contexts = [jax.set_mesh(mesh), nn.logical_axis_rules(mesh_lib.DEFAULT_RULES)]
-        else:
-            step, self.batch = (jit_train_step(self.task, learning_rate_fn=schedule),
-                                jax.device_put(self.host_batch))
+        state, self.place_batch = path.place_state(path.to_global(state)), path.place_batch
+        self.batch, self.rng = self.place_batch(self.host_batch), path.place_rng(jax.random.key(1))
         t0 = time.perf_counter()
-        with contextlib.ExitStack() as lowering:
-            for context in contexts:
-                lowering.enter_context(context)
-            self.step = step.lower(state, self.batch, self.rng).compile()
+        self.step = path.train_fn.lower(state, self.batch, self.rng).compile()
         self.compile_s = time.perf_counter() - t0
         self.xla_flops = xla_flops(self.step)
         self.state, metrics = self.step(state, self.batch, self.rng)
@@ -398,17 +375,16 @@ class ZooStep:
 class Workload:
     """One benchmark workload: the registry `model` with `overrides` (its shapes, task settings
     too; `max_len` = T where `has_max_len`) trained on `task` at `batch` x `seq_len` = B x T.
-    `make_batch(config, B, T, min_len_frac)` -> numpy batch; `flops(config, task, B, T)` ->
-    model FLOPs per step; `tokens(B, T)` -> tokens per step; `torch_side(zoo_step, **TorchSide
-    kwargs)` -> the PyTorch reference; `flax_side(zoo_step)` -> a `ZooStep` of the same model
-    built from Flax's own layers."""
+    `make_batch(config, B, T, min_len_frac)` -> numpy batch; `tokens(B, T)` -> tokens per step;
+    `torch_side(zoo_step, **TorchSide kwargs)` -> the PyTorch reference; `flax_side(zoo_step)`
+    -> a `ZooStep` of the same model built from Flax's own layers. Model FLOPs per step are
+    the registry's (`ModelSpec.train_flops`)."""
 
     model: str
     task: str
     batch: int
     seq_len: int
     make_batch: Callable[..., dict[str, Any]]
-    flops: Callable[..., float]
     torch_side: Callable[..., Any]
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     min_len_frac: float = 1.0

@@ -21,11 +21,10 @@ import numpy as np
 
 from benchmarks.harness import (LoadMeter, ZooStep, add_options, log, machine_info, print_table,
                                 write_json)
+from zoo.data.pipelines import create_data
 from zoo.data.pipelines.batch_stream import BatchStream
-from zoo.data.pipelines.lm_batches import LMWindows, load_texts, token_stream
 from zoo.data.pipelines.loader import TrainIterator
-from zoo.data.pipelines.packing import PackedLMRows, document_tokens
-from zoo.data.pipelines.tokenizers import get_tokenizer
+from zoo.train.config import base_config
 
 LSTM_CHAR = dict(emb_dim=128, hidden_size=512, num_layers=2)
 # name: (model, model overrides, global batch, seq_len, rows packed by document)
@@ -34,11 +33,11 @@ WORKLOADS = {"gpt_tiny": ("gpt_tiny", {}, 16, 256, False),
              "lstm_lm": ("lstm_lm", LSTM_CHAR, 32, 128, False)}
 
 
-def train_stream(texts: list[str], batch: int, seq_len: int, packed: bool) -> BatchStream:
-    tokenizer = get_tokenizer("byte")
-    rows = (PackedLMRows(document_tokens(texts, tokenizer), seq_len) if packed
-            else LMWindows(token_stream(texts, tokenizer), seq_len))
-    return BatchStream(rows, batch, seed=0)
+def train_stream(model: str, overrides: dict, batch: int, seq_len: int,
+                 packed: bool) -> BatchStream:
+    """The loop's train batches of `model` on zoo_text with the byte tokenizer (`create_data`)."""
+    config = base_config(model, seq_len=seq_len, packing=packed, **overrides)
+    return create_data("causal_lm", config, batch).train
 
 
 def input_rate(stream: BatchStream, workers: int, n: int) -> dict[str, float]:
@@ -62,7 +61,7 @@ def fed_step_s(step: ZooStep, stream: BatchStream, workers: int, n: int) -> floa
             if k == 2:
                 jax.block_until_ready(step.state)
                 t0 = time.perf_counter()
-            step.state, metrics = step.step(step.state, jax.device_put(next(it)), step.rng)
+            step.state, metrics = step.step(step.state, step.place_batch(next(it)), step.rng)
         jax.block_until_ready((step.state, metrics))
     return (time.perf_counter() - t0) / n
 
@@ -73,11 +72,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--workers", type=int, nargs="*", default=[0, 2])
     p.add_argument("--workloads", nargs="*", default=list(WORKLOADS), choices=list(WORKLOADS))
     args = p.parse_args(argv)
-    texts = load_texts("zoo_text", "train")
     results = {"machine": machine_info(None), "rows": []}
     for name in args.workloads:
         model, overrides, batch, seq_len, packed = WORKLOADS[name]
-        stream = train_stream(texts, batch, seq_len, packed)
+        stream = train_stream(model, overrides, batch, seq_len, packed)
         step = ZooStep(model, stream.get(0), **overrides)
         step.run(2)
         fixed_s = step.run(args.steps)

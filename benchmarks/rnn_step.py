@@ -58,16 +58,8 @@ class TorchRNNStep(TorchSide):
                          weight_decay=0.0, **kwargs)
 
 
-def _flops(cfg: Any, task: Any, batch: int, seq_len: int) -> float:
-    """Matmul FLOPs: per token and layer, the input and recurrent projections to `gates` gate
-    blocks, then the output layer; forward 2x + backward 4x."""
-    gates = {"lstm": 4, "gru": 3}.get(cfg.cell, 1)
-    E, H, L, V = cfg.emb_dim, cfg.hidden_size, cfg.num_layers, cfg.vocab_size
-    return (6 * gates * H * (E + H + (L - 1) * 2 * H) + 6 * H * V) * batch * seq_len
-
-
 WORKLOADS = {cell: Workload(
-    model, "causal_lm", 32, 128, lambda cfg, b, t, _: lm_batch(b, t, cfg.vocab_size), _flops,
+    model, "causal_lm", 32, 128, lambda cfg, b, t, _: lm_batch(b, t, cfg.vocab_size),
     lambda zoo, **kw: TorchRNNStep(zoo.model.config, zoo.host_batch, **kw),
     dict(vocab_size=256, emb_dim=512, hidden_size=512, num_layers=2), has_max_len=False,
     flax_side=lambda zoo: ZooStep(flax_rnn_lm(zoo.model.config), zoo.host_batch))

@@ -31,23 +31,16 @@ import tempfile
 from typing import Any
 
 from benchmarks import gpt_step, rnn_step, transformer_step
-from zoo.errors import ConfigError
 from benchmarks.harness import (Parts, ZooStep, add_options, command_line, kernel_breakdown, log,
                                 machine_info, matmul_peak, num_cores, parse_overrides,
                                 print_table, program_counts, summarize, time_rounds,
                                 write_json)
+from zoo.errors import ConfigError
+from zoo.models import get_spec
+from zoo.train.throughput import peak_tflops
 
 WORKLOADS = {**gpt_step.WORKLOADS, **transformer_step.WORKLOADS, **rnn_step.WORKLOADS}
-# Dense 16-bit tensor-core peaks from the vendors' datasheets, TFLOP/s, matched against jax's
-# `device_kind` in this order (the first substring found wins).
-DATASHEET_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0))
 TORCH_SIDES = {"eager": "torch", "compile": "torch.compile"}
-
-
-def datasheet_peak(device_kind: str, dtype: str) -> float | None:
-    if dtype not in ("bfloat16", "float16"):
-        return None
-    return next((t for name, t in DATASHEET_TFLOPS if name in device_kind), None)
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
@@ -111,7 +104,8 @@ def run_workload(name: str, batch: int, args, peak: float | None, datasheet: flo
         s.run(args.warmup)
     times, loads, cpu = time_rounds(sides, args.repeats, args.steps, args.max_wait,
                                     args.max_rounds)
-    flops = {k: w.flops(s.model.config, s.task, batch, T) for k, s in zoo_sides.items()}
+    flops = {k: get_spec(w.model).train_flops(s.model.config, s.task, batch, T)
+             for k, s in zoo_sides.items()}
     flops = {k: flops.get(k, flops[first]) for k in sides}  # others: the first variant's
     results = summarize(times, loads, cpu, w.tokens(batch, T), flops, peak)
     for k, r in results.items():
@@ -211,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "matmul peak", matmul_peak, args.peak_sizes or ([2048, 4096] if on_cpu else [4096, 8192]),
         args.peak_repeats, libraries, "float32" if on_cpu else args.dtype,
         args.max_wait) or ({}, None)
-    datasheet = datasheet_peak(info["device"], args.dtype)
+    datasheet = peak_tflops(info["device"], args.dtype)
     log(f"# {info['cpu']}, {info['cores']} cores, {info['device']}; jax {info['jax']}, torch "
         f"{version} ({args.torch or 'no'} sides); peak {peak or 0:.3g} TFLOP/s measured"
         + (f", {datasheet} datasheet" if datasheet else ""))

@@ -7,7 +7,7 @@ bert: `Bert(head="mlm")`, the head at the 15% of positions the task chooses, vs
 has the older variant with torch's head at every position, Hugging Face's way). Sequences have
 random lengths in [`min_len_frac` * length, length], then padding (counted in tokens/s).
 Both sides hold the same parameters and compute the same loss (tests/test_benchmarks.py).
-FLOPs count matmuls only, attention over the full length.
+FLOPs count matmuls only, attention over the full length (`train_flops` in zoo.models).
 """
 from __future__ import annotations
 
@@ -19,27 +19,6 @@ import numpy as np
 
 from benchmarks.harness import TorchSide, Workload, cross_entropy, to_torch
 from zoo.special_tokens import BOS_ID, EOS_ID, NUM_SPECIAL, PAD_ID
-
-
-def transformer_flops(cfg: Any, task: Any, batch: int, seq_len: int) -> float:
-    """Per step, sources and targets of length `seq_len`."""
-    Le, Ld, D, F = cfg.num_encoder_layers, cfg.num_decoder_layers, cfg.emb_dim, cfg.mlp_dim
-    V, S = cfg.vocab_size, seq_len
-    # encoder qkv, out, fc, proj; its self-attention; the decoders' cross-attention k, v
-    per_source = 6 * Le * (4 * D * D + 2 * D * F) + 12 * Le * S * D + 6 * Ld * 2 * D * D
-    # self qkv, out; cross q, out; FFN; self- and cross-attention; logits via the embedding
-    per_target = (6 * Ld * (3 * D * D + D * D + 2 * D * D + 2 * D * F)
-                  + 12 * Ld * S * D + 12 * Ld * S * D + 6 * D * V)
-    return batch * S * (per_source + per_target)
-
-
-def bert_flops(cfg: Any, task: Any, batch: int, seq_len: int) -> float:
-    """Per step: the encoder at every position, the MLM head (dense, tied decoder) at the
-    round(T * mask_rate) positions per row the task chooses."""
-    L, D, F, V, T = cfg.num_layers, cfg.emb_dim, cfg.mlp_dim, cfg.vocab_size, seq_len
-    per_position = 6 * L * (4 * D * D + 2 * D * F) + 12 * L * T * D
-    per_prediction = 6 * D * D + 6 * D * V
-    return batch * (T * per_position + max(1, round(T * task.mask_rate)) * per_prediction)
 
 
 def padded_tokens(rng: np.random.Generator, batch: int, length: int, vocab: int,
@@ -209,7 +188,7 @@ def _bert(model: str, batch: int, seq_len: int, min_len_frac: float,
           **overrides: Any) -> Workload:
     return Workload(
         model, "masked_lm", batch, seq_len,
-        lambda cfg, b, t, frac: mlm_batch(b, t, cfg.vocab_size, frac), bert_flops,
+        lambda cfg, b, t, frac: mlm_batch(b, t, cfg.vocab_size, frac),
         lambda zoo, **kw: TorchBertStep(zoo.model.config, zoo.host_batch, zoo.task.mask_rate,
                                         **kw), overrides, min_len_frac)
 
@@ -218,7 +197,6 @@ WORKLOADS = {  # transformer and bert: the tiny presets reshaped; sources and ta
     "transformer": Workload(
         "transformer_tiny", "seq2seq", 32, 64,
         lambda cfg, b, t, frac: seq2seq_batch(b, t, t, cfg.vocab_size, frac),
-        transformer_flops,
         lambda zoo, **kw: TorchSeq2SeqStep(zoo.model.config, zoo.host_batch,
                                            zoo.task.label_smoothing, **kw),
         dict(emb_dim=256, num_heads=4, num_encoder_layers=3, num_decoder_layers=3, mlp_dim=1024,

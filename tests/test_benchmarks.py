@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import train_step
+from benchmarks import input_pipeline, train_step
 from benchmarks.harness import parse_overrides
 
 
@@ -69,12 +69,7 @@ def test_train_step_parallel_variants_start_from_the_same_loss():
         assert all(_positive(side["ms_per_step"]) for side in r["sides"].values())
 
 
-def test_datasheet_peaks_variants_and_overrides():
-    datasheet_peak = train_step.datasheet_peak
-    assert datasheet_peak("NVIDIA H100 80GB HBM3", "bfloat16") == 989.4
-    assert datasheet_peak("NVIDIA H100 PCIe", "bfloat16") == 756.0
-    assert datasheet_peak("NVIDIA H100 80GB HBM3", "float32") is None
-    assert datasheet_peak("cpu", "bfloat16") is None
+def test_variants_and_overrides():
     assert parse_overrides(["num_layers=2", "attention_implementation=cudnn", "remat=True"]) == {
         "num_layers": 2, "attention_implementation": "cudnn", "remat": True}
     with pytest.raises(ValueError, match="KEY=VALUE"):
@@ -170,6 +165,18 @@ def test_compile_time_cold_then_warm_cache_on_cpu(tmp_path):
     assert warm["first_loss"] == cold["first_loss"]
 
 
+def test_input_pipeline_feeds_the_step_from_the_loops_batches():
+    """benchmarks.input_pipeline, tiny: the loop's batches (`create_data`) through the
+    iterator, against the step that consumes them."""
+    out = input_pipeline.main(["--batches", "3", "--steps", "1", "--workers", "0",
+                               "--workloads", "gpt_tiny packed"])
+    [row] = out["rows"]
+    assert (row["workload"], row["batch"], row["seq_len"]) == ("gpt_tiny packed", 16, 256)
+    for key in ("batches_per_s", "tokens_per_s", "step_batches_per_s", "fed_ms", "fixed_ms"):
+        assert _positive(row[key]), (key, row[key])
+    assert 0 < row["weighted_tokens_per_s"] <= row["tokens_per_s"]
+
+
 def test_benchmarks_import_nothing_the_gpu_host_lacks():
     """The GPU host has no ml_collections, tensorflow_datasets, grain or num2words: the modules
     the GPU benchmarks import (their own and, lazily, the zoo's models, tasks and train step)
@@ -183,7 +190,7 @@ def test_benchmarks_import_nothing_the_gpu_host_lacks():
         "            raise ImportError(name + ' is not on the GPU host')\n"
         "sys.meta_path.insert(0, Lacking())\n"
         "import benchmarks.train_step, benchmarks.harness, benchmarks.compile_time\n"
-        "import flax.jax_utils, zoo.data.pipelines.sharding, zoo.train.mesh\n"
+        "import zoo.train.parallel, zoo.train.throughput\n"
         "import zoo.models, zoo.tasks, zoo.train.step, zoo.train.optimizer, zoo.train.schedules\n"
         "import zoo.train.state\n"
         "import zoo.tasks.causal_lm, zoo.tasks.masked_lm\n")

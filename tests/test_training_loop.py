@@ -17,6 +17,7 @@ from zoo.errors import CheckpointError
 from zoo.models import get_spec
 from zoo.train.checkpoint import Checkpointer
 from zoo.train.loop import NonFiniteError, train_and_evaluate
+from zoo.train.throughput import peak_tflops
 
 from run_configs import TINY_MODEL, tiny_config
 
@@ -39,6 +40,12 @@ def test_every_config_loads_and_trains_two_steps(path, tmp_path):
         assert len(summary["samples"]) == 1
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert {"train", "eval"} == {r["split"] for r in records}
+    spec = get_spec(config.model)
+    counted = spec.train_flops is not None
+    has_peak = counted and peak_tflops(jax.devices()[0].device_kind,
+                                       config.compute_dtype) is not None  # never on a CPU
+    assert all((r.get("tflops_per_device", 0) > 0) == counted and ("mfu" in r) == has_peak
+               for r in records if r["split"] == "train")
     assert glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ConfigError
@@ -27,6 +28,10 @@ class ModelSpec:
     task: str  # name of the task in zoo.tasks that trains this model
     decoder_cls: type | None = None  # adapts the model to zoo.decode (None: cannot generate)
     task_settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # task defaults
+    # (config, task, batch, seq_len) -> matmul FLOPs of one training step, forward and backward
+    # (None: not counted); the loop logs TFLOP/s and, against the peak for the config's
+    # `compute_dtype` (which such a config must have), MFU from it.
+    train_flops: Callable[[Any, Any, int, int], float] | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -43,14 +48,16 @@ def _registered() -> dict[str, ModelSpec]:
 
 def register_model(name: str, config_cls: type, module_cls: type,
                    preset: dict[str, Any], task: str, decoder_cls: type | None = None,
-                   task_settings: dict[str, Any] | None = None) -> None:
+                   task_settings: dict[str, Any] | None = None,
+                   train_flops: Callable[[Any, Any, int, int], float] | None = None) -> None:
     """Registers preset `name`; `task_settings` are this preset's defaults for its task's run
-    settings (e.g. the transformer's label smoothing 0.1, where the seq2seq task's is 0)."""
+    settings (e.g. the transformer's label smoothing 0.1, where the seq2seq task's is 0);
+    `train_flops` counts a training step's model FLOPs (`ModelSpec.train_flops`)."""
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is registered twice.")
     _check_fields(name, config_cls, preset)
     _REGISTRY[name] = ModelSpec(name, config_cls, module_cls, dict(preset), task, decoder_cls,
-                                dict(task_settings or {}))
+                                dict(task_settings or {}), train_flops)
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -217,11 +217,25 @@ class Bert(nn.Module):
             features.astype(jnp.float32))  # (B, C) or (B, T, C) float32
 
 
+def train_flops(cfg: BertConfig, task: Any, batch: int, seq_len: int) -> float:
+    """Matmul FLOPs of one training step (6 per weight and token, attention over the full
+    T x T): the encoder at every position, then the head: MLM (dense, tied decoder) at the
+    max(1, round(T * task.mask_rate)) positions per row the task chooses, the pooler and
+    classifier once per row, or the tagger at every position."""
+    L, D, F, V, C, T = (cfg.num_layers, cfg.emb_dim, cfg.mlp_dim, cfg.vocab_size,
+                        cfg.num_classes, seq_len)
+    encoder = T * (6 * L * (4 * D * D + 2 * D * F) + 12 * L * T * D)
+    head = {"mlm": lambda: max(1, round(T * task.mask_rate)) * (6 * D * D + 6 * D * V),
+            "classification": lambda: 6 * D * D + 6 * D * C,
+            "tagging": lambda: T * 6 * D * C}[cfg.head]()
+    return batch * (encoder + head)
+
+
 def _register() -> None:
     from zoo.registry import register_model
 
     for name, (preset, task) in PRESETS.items():
-        register_model(name, BertConfig, Bert, preset, task=task)
+        register_model(name, BertConfig, Bert, preset, task=task, train_flops=train_flops)
 
 
 _register()

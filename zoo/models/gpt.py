@@ -186,11 +186,20 @@ class GPTDecoder:
         return logits[:, 0], mutated["cache"]
 
 
+def train_flops(cfg: GPTConfig, task: Any, batch: int, seq_len: int) -> float:
+    """Matmul FLOPs of one training step (Kaplan et al. 2020; PaLM, appendix B): 6 per weight
+    and token (forward 2, backward 4), the tied output layer, attention over the full T x T."""
+    L, D, F, V, T = cfg.num_layers, cfg.emb_dim, cfg.mlp_dim, cfg.vocab_size, seq_len
+    weights = L * (3 * D * D + D * D + 2 * D * F)  # qkv, out, fc, proj kernels
+    return (6 * weights + 6 * D * V + 12 * L * T * D) * batch * T
+
+
 def _register() -> None:
     from zoo.registry import register_model
 
     for name, preset in PRESETS.items():
-        register_model(name, GPTConfig, GPT, preset, task="causal_lm", decoder_cls=GPTDecoder)
+        register_model(name, GPTConfig, GPT, preset, task="causal_lm", decoder_cls=GPTDecoder,
+                       train_flops=train_flops)
 
 
 _register()

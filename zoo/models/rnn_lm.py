@@ -144,12 +144,23 @@ class RNNLMDecoder:
         return logits[:, 0], carry
 
 
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}  # gate blocks per cell
+
+
+def train_flops(cfg: RNNLMConfig, task: Any, batch: int, seq_len: int) -> float:
+    """Matmul FLOPs of one training step: per token and layer the input and recurrent
+    projections to the cell's gate blocks, then the output layer; 6 per weight and token."""
+    E, H, L, V = cfg.emb_dim, cfg.hidden_size, cfg.num_layers, cfg.vocab_size
+    weights = GATES[cfg.cell] * H * (E + H + (L - 1) * 2 * H) + H * V
+    return 6 * weights * batch * seq_len
+
+
 def _register() -> None:
     from zoo.registry import register_model
 
     for name, preset in PRESETS.items():
         register_model(name, RNNLMConfig, RNNLM, preset, task="causal_lm",
-                       decoder_cls=RNNLMDecoder)
+                       decoder_cls=RNNLMDecoder, train_flops=train_flops)
 
 
 _register()

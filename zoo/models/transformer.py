@@ -276,12 +276,26 @@ class TransformerDecoder:
                 "source_valid": jnp.take(state["source_valid"], index, axis=0)}
 
 
+def train_flops(cfg: TransformerConfig, task: Any, batch: int, seq_len: int) -> float:
+    """Matmul FLOPs of one training step (6 per weight and token, attention over the full
+    length), sources and targets both `seq_len` long, logits through the embedding."""
+    Le, Ld, D, F = cfg.num_encoder_layers, cfg.num_decoder_layers, cfg.emb_dim, cfg.mlp_dim
+    V, S = cfg.vocab_size, seq_len
+    # encoder qkv, out, fc, proj; its self-attention; the decoders' cross-attention k, v
+    per_source = 6 * Le * (4 * D * D + 2 * D * F) + 12 * Le * S * D + 6 * Ld * 2 * D * D
+    # self qkv, out; cross q, out; FFN; self- and cross-attention; logits
+    per_target = (6 * Ld * (3 * D * D + D * D + 2 * D * D + 2 * D * F)
+                  + 12 * Ld * S * D + 12 * Ld * S * D + 6 * D * V)
+    return batch * S * (per_source + per_target)
+
+
 def _register() -> None:
     from zoo.registry import register_model
 
     for name, preset in PRESETS.items():
         register_model(name, TransformerConfig, Transformer, preset, task="seq2seq",
-                       decoder_cls=TransformerDecoder, task_settings={"label_smoothing": 0.1})
+                       decoder_cls=TransformerDecoder, task_settings={"label_smoothing": 0.1},
+                       train_flops=train_flops)
 
 
 _register()

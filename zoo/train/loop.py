@@ -20,7 +20,7 @@ resume continues with exactly the next batch.
 Devices and processes: the global batch is `per_device_batch_size` x `jax.device_count()` (every
 device of every process); each process reads only its rows of it (zoo.data.pipelines) and the
 data position counts global batches, so a resume with another global batch is refused unless
-`allow_batch_change`. A parallel path (`_ParallelPath`: pmap over the local devices with
+`allow_batch_change`. A parallel path (zoo.train.parallel: pmap over the local devices with
 collectives spanning the processes, or jit over all devices) places the state and the batches
 and brings results back; checkpoints hold global arrays whatever the path, so they restore on
 another path or device count. Process 0 alone prints, logs metrics, writes samples and the
@@ -29,35 +29,30 @@ vocabulary, and holds the workdir lock; every process takes part in saving check
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import signal
 import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
-from flax import jax_utils
-from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from zoo import jax_runtime
 from zoo.data.pipelines import create_data
 from zoo.data.pipelines.loader import train_iterator
-from zoo.data.pipelines.sharding import shard_batch
 from zoo.errors import NonFiniteError, WorkdirBusyError
 from zoo.tasks.base import SampleSettings
 from zoo.train import checkpoint as checkpoint_lib
-from zoo.train import distributed, partitioning
-from zoo.train import mesh as mesh_lib
-from zoo.train import step as step_lib
+from zoo.train import distributed, parallel, throughput
 from zoo.train.checkpoint import Checkpointer
 from zoo.train.config import validate
 from zoo.train.metric_writers import MetricWriter
 from zoo.train.optimizer import create_optimizer, learning_rate_schedule
+from zoo.train.parallel import ParallelPath
 from zoo.train.warm_start import warm_start
-from zoo.train.workdir import (build_model, check_same_model, create_state, load_trained,
+from zoo.train.workdir import (build_model, check_same_model, load_trained,
                                resume_position, run_meta, save_built_vocab)
 from zoo.train.workdir_lock import WorkdirLock
 
@@ -85,94 +80,6 @@ class _StopSignals:
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-@dataclasses.dataclass(frozen=True)
-class _ParallelPath:
-    """One way to run the shared step over the devices. The loop keeps its state in the form
-    `train_fn` takes; `place_state` makes that form from global replicated arrays,
-    `global_state` turns it back into global arrays (for checkpoints), `place_batch` turns this
-    process's rows of a global batch into `train_fn`'s batch, `local` brings a replicated
-    result (metrics, the state's counters, params for sampling) onto one local device."""
-
-    description: str
-    train_fn: Callable
-    eval_fn: Callable
-    place_state: Callable
-    global_state: Callable
-    place_batch: Callable
-    place_rng: Callable
-    local: Callable
-    # Host or replicated values (a fresh or warm-started state) -> the global arrays this path
-    # restores checkpoints into.
-    to_global: Callable = distributed.replicate_global
-    # Whole arrays on this process (params for sampling): `local` where the state is
-    # replicated, gathered from the shards on a mesh.
-    full: Callable = distributed.local_copy
-
-
-def _pmap_path(task, config, schedule) -> _ParallelPath:
-    """pmap over this process's devices; its pmean / psum span the devices of every process."""
-    num_local = jax.local_device_count()
-    return _ParallelPath(
-        description=f"pmap over {jax.device_count()} devices" + _processes(),
-        train_fn=step_lib.pmap_train_step(task, grad_accum_steps=config.grad_accum_steps,
-                                          learning_rate_fn=schedule),
-        eval_fn=step_lib.pmap_eval_step(task),
-        place_state=lambda state: jax_utils.replicate(distributed.local_copy(state)),
-        global_state=distributed.global_from_pmap,
-        place_batch=lambda batch: shard_batch(batch, num_local),
-        place_rng=lambda rng: rng,
-        local=distributed.local_copy)
-
-
-def _jit_path(task, config, schedule) -> _ParallelPath:
-    """jit over every device of every process: replicated state, batch sharded on its rows."""
-    mesh = mesh_lib.create_mesh({"data": -1})
-    replicated = NamedSharding(mesh, PartitionSpec())
-    return _ParallelPath(
-        description=f"jit over {jax.device_count()} device(s)" + _processes(),
-        train_fn=step_lib.jit_train_step(task, grad_accum_steps=config.grad_accum_steps,
-                                         learning_rate_fn=schedule),
-        eval_fn=step_lib.jit_eval_step(task),
-        place_state=lambda state: state,
-        global_state=lambda state: state,
-        place_batch=lambda batch: mesh_lib.global_batch(batch, mesh),
-        place_rng=lambda rng: jax.random.wrap_key_data(
-            distributed.replicate_global(jax.random.key_data(rng), replicated)),
-        local=distributed.local_copy)
-
-
-def _mesh_path(task, config, schedule, mesh, rules, shardings) -> _ParallelPath:
-    """jit over a device mesh (data, fsdp, tensor axes): the state on `shardings`, from the
-    params' logical axis names (zoo.train.mesh)."""
-    replicated = NamedSharding(mesh, PartitionSpec())
-    return _ParallelPath(
-        description=f"mesh {dict(mesh.shape)} over {jax.device_count()} devices" + _processes(),
-        train_fn=mesh_lib.mesh_train_step(task, mesh, shardings,
-                                          grad_accum_steps=config.grad_accum_steps,
-                                          learning_rate_fn=schedule, rules=rules),
-        eval_fn=mesh_lib.mesh_eval_step(task, mesh, shardings, rules),
-        place_state=lambda state: mesh_lib.shard_state(state, shardings),
-        global_state=lambda state: state,
-        place_batch=lambda batch: mesh_lib.global_batch(batch, mesh, rules),
-        place_rng=lambda rng: jax.random.wrap_key_data(
-            distributed.replicate_global(jax.random.key_data(rng), replicated)),
-        local=distributed.local_copy,
-        to_global=lambda state: mesh_lib.shard_state(state, shardings),
-        full=mesh_lib.host_copy)
-
-
-def _processes() -> str:
-    return f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
-
-
-def _parallel_path(config, task, schedule) -> _ParallelPath:
-    """config.parallel: "pmap", "jit", or "auto" (pmap when this process has several
-    devices); "mesh" is `_mesh_path`, built with the sharded state."""
-    if config.parallel == "pmap" or (config.parallel == "auto" and jax.local_device_count() > 1):
-        return _pmap_path(task, config, schedule)
-    return _jit_path(task, config, schedule)
 
 
 def _warm_start(state, init_from: str):
@@ -215,7 +122,7 @@ def restore_or_init(ckpt: Checkpointer, state, dropout_rng: jax.Array, meta: dic
     return state, rng, position, note
 
 
-def evaluate(path: _ParallelPath, state, eval_data, task, num_batches: int,
+def evaluate(path: ParallelPath, state, eval_data, task, num_batches: int,
              model_config) -> dict[str, float]:
     """Task metrics (mean loss, accuracy, ...) over the first `num_batches` eval batches."""
     totals = None
@@ -286,15 +193,11 @@ def _train_and_evaluate(config, workdir, stop_after_step):
     schedule = learning_rate_schedule(config, d_model=model_config.emb_dim)
     tx = create_optimizer(config, schedule)
     init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-    if config.parallel == "mesh":  # created sharded: no device ever holds the whole state
-        rules = partitioning.axis_rules(config.logical_axis_rules)
-        mesh = mesh_lib.create_mesh(config.mesh.to_dict())
-        state, shardings = mesh_lib.create_sharded_train_state(
-            model, tx, task.example_inputs(model_config, config.seq_len), init_rng, mesh, rules)
-        path = _mesh_path(task, config, schedule, mesh, rules, shardings)
-    else:
-        path = _parallel_path(config, task, schedule)
-        state = create_state(model, task, tx, model_config, config.seq_len, init_rng)
+    path, state = parallel.create(
+        config.parallel, task, model, tx, task.example_inputs(model_config, config.seq_len),
+        init_rng, learning_rate_fn=schedule, grad_accum_steps=config.grad_accum_steps,
+        mesh_shape=config.mesh.to_dict() if config.parallel == "mesh" else None,
+        logical_axis_rules=config.logical_axis_rules)
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
 
     meta = {**run_meta(config, model_config), "global_batch": global_batch}
@@ -360,6 +263,10 @@ def _train_and_evaluate(config, workdir, stop_after_step):
 
     writer = MetricWriter(workdir, enabled=is_chief)
     tokens_per_step = global_batch * config.seq_len
+    flops_per_step = peak = None
+    if spec.train_flops is not None:  # the families that count their FLOPs log TFLOP/s and MFU
+        flops_per_step = spec.train_flops(model_config, task, global_batch, config.seq_len)
+        peak = throughput.peak_tflops(jax.devices()[0].device_kind, model_config.compute_dtype)
     say(f"model {config.model}: {num_params:,} parameters; {path.description}; "
         f"global batch {global_batch} x {config.seq_len} tokens; baselines: " +
         ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
@@ -391,6 +298,9 @@ def _train_and_evaluate(config, workdir, stop_after_step):
                 check_nonfinite(step)
                 now = time.perf_counter()
                 metrics["tokens_per_sec"] = tokens_per_step * (step - last_step) / (now - last_time)
+                if flops_per_step:
+                    metrics |= throughput.flops_metrics(flops_per_step * (step - last_step),
+                                                        now - last_time, jax.device_count(), peak)
                 last_time, last_step = now, step
                 writer.write(step, metrics, split="train")
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['learning_rate']:.2e}",

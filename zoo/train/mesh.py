@@ -169,7 +169,11 @@ def _under_mesh(fn: Callable, mesh: Mesh, rules: Rules) -> Callable:
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
             return fn(*args)
 
-    call.jitted = fn  # .lower(...) for inspecting the compiled step
+    def lower(*args):
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+            return fn.lower(*args)
+
+    call.jitted, call.lower = fn, lower  # .lower(...): ahead-of-time, as jax.jit's
     return call
 
 
