@@ -1,4 +1,6 @@
 """Model FLOP counts (`ModelSpec.train_flops`) and the peaks MFU is taken against."""
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -77,3 +79,20 @@ def test_counts_are_the_matmul_part_of_xla_count(name, T, overrides):
         batch["targets"] = batch["targets"] % 2
     counted, xla = _xla_train_flops(name, batch, **overrides)
     assert 0.9 * xla < counted < xla
+
+
+def test_loop_logs_mfu_against_the_devices_peak(tmp_path, monkeypatch):
+    """The loop's train records carry TFLOP/s per device and, where the chip's peak is known
+    (here a stated 0.5 TFLOP/s for the CPU), MFU = TFLOP/s per device / peak."""
+    from zoo.train import loop
+
+    asked = []
+    monkeypatch.setattr(loop.throughput, "peak_tflops",
+                        lambda kind, dtype: asked.append((kind, dtype)) or 0.5)
+    loop.train_and_evaluate(tiny_config(num_train_steps=2, log_every_steps=1), str(tmp_path))
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    train = [r for r in records if r["split"] == "train"]
+    assert asked == [(jax.devices()[0].device_kind, "float32")] and len(train) == 2
+    for r in train:
+        assert r["tflops_per_device"] > 0
+        assert r["mfu"] == pytest.approx(r["tflops_per_device"] / 0.5)
