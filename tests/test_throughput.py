@@ -11,7 +11,7 @@ from zoo.tasks import get_task
 from zoo.train.optimizer import create_optimizer, learning_rate_schedule
 from zoo.train.state import create_train_state
 from zoo.train.step import jit_train_step
-from zoo.train.throughput import flops_metrics, peak_tflops
+from zoo.train.throughput import TrainingClock, flops_metrics, peak_tflops
 
 from run_configs import tiny_config
 
@@ -82,17 +82,47 @@ def test_counts_are_the_matmul_part_of_xla_count(name, T, overrides):
 
 
 def test_loop_logs_mfu_against_the_devices_peak(tmp_path, monkeypatch):
-    """The loop's train records carry TFLOP/s per device and, where the chip's peak is known
-    (here a stated 0.5 TFLOP/s for the CPU), MFU = TFLOP/s per device / peak."""
+    """The loop's train records carry tokens/s, TFLOP/s per device and, where the chip's peak
+    is known (here a stated 0.5 TFLOP/s for the CPU), MFU = TFLOP/s per device / peak; the
+    first step (it compiles) is not timed."""
     from zoo.train import loop
 
     asked = []
     monkeypatch.setattr(loop.throughput, "peak_tflops",
                         lambda kind, dtype: asked.append((kind, dtype)) or 0.5)
-    loop.train_and_evaluate(tiny_config(num_train_steps=2, log_every_steps=1), str(tmp_path))
+    loop.train_and_evaluate(tiny_config(num_train_steps=3, log_every_steps=1, eval_every_steps=1,
+                                        checkpoint_every_steps=1), str(tmp_path))
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-    train = [r for r in records if r["split"] == "train"]
-    assert asked == [(jax.devices()[0].device_kind, "float32")] and len(train) == 2
-    for r in train:
-        assert r["tflops_per_device"] > 0
+    first, *timed = [r for r in records if r["split"] == "train"]
+    assert asked == [(jax.devices()[0].device_kind, "float32")] and len(timed) == 2
+    assert not {"tokens_per_sec", "tflops_per_device", "mfu"} & set(first)
+    for r in timed:
+        assert r["tokens_per_sec"] > 0 and r["tflops_per_device"] > 0
         assert r["mfu"] == pytest.approx(r["tflops_per_device"] / 0.5)
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_training_clock_leaves_out_the_first_step_and_the_pauses():
+    now, state = FakeClock(), jax.numpy.zeros(3)
+    clock = TrainingClock(10, now)  # resumed at step 10
+    now.t = 30.0  # step 11 compiled and ran
+    clock.stepped(11, state)
+    assert clock.window(11) == (0, 0.0)  # the first step alone: nothing measured
+    now.t = 32.0
+    clock.stepped(12, state)
+    with clock.paused(state):  # an eval of 5 s
+        now.t = 37.0
+    now.t = 38.0
+    clock.stepped(13, state)
+    assert clock.window(13) == (2, 3.0)  # steps 12 and 13: 30 -> 38 s less the eval
+    with clock.paused(state):  # a checkpoint between windows
+        now.t = 50.0
+    now.t = 51.0
+    assert clock.window(14) == (1, 1.0)

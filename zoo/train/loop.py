@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-import time
 from typing import Any
 
 import jax
@@ -280,7 +279,7 @@ def _train_and_evaluate(config, workdir, stop_after_step):
     step = start_step
     bar = tqdm(total=config.num_train_steps, initial=start_step, disable=not is_chief,
                mininterval=1.0, dynamic_ncols=True)
-    last_time, last_step = time.perf_counter(), step
+    clock = throughput.TrainingClock(step)
     batches = train_iterator(train_data, config, start=position)
     if start_step and note is None:  # the same global batch: continue from grain's own state
         ckpt.restore_data(start_step, batches)
@@ -291,29 +290,32 @@ def _train_and_evaluate(config, workdir, stop_after_step):
             task.check_batch(batch, model_config)
             state, metrics = path.train_fn(state, path.place_batch(batch), step_rng)
             step, position = step + 1, batches.position
+            clock.stepped(step, state)
             bar.update(1)
 
             if step % config.log_every_steps == 0 or step == config.num_train_steps:
                 metrics = jax.device_get(path.local(metrics))
                 check_nonfinite(step)
-                now = time.perf_counter()
-                metrics["tokens_per_sec"] = tokens_per_step * (step - last_step) / (now - last_time)
-                if flops_per_step:
-                    metrics |= throughput.flops_metrics(flops_per_step * (step - last_step),
-                                                        now - last_time, jax.device_count(), peak)
-                last_time, last_step = now, step
+                steps, seconds = clock.window(step)
+                if steps and seconds > 0:  # none for the first step alone: it compiled
+                    metrics["tokens_per_sec"] = tokens_per_step * steps / seconds
+                    if flops_per_step:
+                        metrics |= throughput.flops_metrics(flops_per_step * steps, seconds,
+                                                            jax.device_count(), peak)
                 writer.write(step, metrics, split="train")
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['learning_rate']:.2e}",
-                                tok_s=f"{metrics['tokens_per_sec']:.0f}")
+                                tok_s=f"{metrics.get('tokens_per_sec', 0):.0f}")
             evaluated = step % config.eval_every_steps == 0 or step == config.num_train_steps
             if evaluated:
                 check_nonfinite(step)
-                eval_metrics = run_eval(step)
+                with clock.paused(state):
+                    eval_metrics = run_eval(step)
                 if is_chief:
                     bar.write(f"step {step}: eval " + ", ".join(
                         f"{k}={v:.4f}" for k, v in eval_metrics.items()))
             if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
-                save(step, position, evaluated)
+                with clock.paused(state):
+                    save(step, position, evaluated)
             if should_stop(step) or step == stop_after_step:
                 interrupted = (signal.Signals(signals.received).name if signals.received
                                else "SIGTERM" if step != stop_after_step
