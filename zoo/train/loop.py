@@ -304,7 +304,8 @@ def _train_and_evaluate(config, workdir, stop_after_step):
                                                             jax.device_count(), peak)
                 writer.write(step, metrics, split="train")
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['learning_rate']:.2e}",
-                                tok_s=f"{metrics.get('tokens_per_sec', 0):.0f}")
+                                **({"tok_s": f"{metrics['tokens_per_sec']:.0f}"}
+                                   if "tokens_per_sec" in metrics else {}))
             evaluated = step % config.eval_every_steps == 0 or step == config.num_train_steps
             if evaluated:
                 check_nonfinite(step)
