@@ -62,11 +62,18 @@ def pmap_path(task, schedule, grad_accum_steps: int = 1) -> ParallelPath:
         train_fn=step_lib.pmap_train_step(task, grad_accum_steps=grad_accum_steps,
                                           learning_rate_fn=schedule),
         eval_fn=step_lib.pmap_eval_step(task),
-        place_state=lambda state: jax_utils.replicate(distributed.local_copy(state)),
+        place_state=lambda state: _as_pmap_output(
+            jax_utils.replicate(distributed.local_copy(state))),
         global_state=distributed.global_from_pmap,
         place_batch=lambda batch: shard_batch(batch, num_local),
         place_rng=lambda rng: rng,
         local=distributed.local_copy)
+
+
+def _as_pmap_output(tree: Any) -> Any:
+    """A replicated tree laid out as the train step's pmap returns it (the mesh of its axis
+    name): else the step's second call, on its own output, traces and compiles it again."""
+    return jax.pmap(lambda x: x, axis_name=step_lib.AXIS, donate_argnums=0)(tree)
 
 
 def jit_path(task, schedule, grad_accum_steps: int = 1,
