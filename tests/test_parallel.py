@@ -1,5 +1,8 @@
 """zoo.train.parallel: every path compiles the train step once, on the state it places."""
 import logging
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -11,6 +14,8 @@ from zoo.train import parallel
 from zoo.train.optimizer import create_optimizer, learning_rate_schedule
 
 from run_configs import tiny_config
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("name", ["pmap", "jit", "mesh"])
@@ -42,3 +47,20 @@ def test_the_step_compiles_once_from_the_placed_state(name, caplog):
 def test_unknown_parallel_is_refused():
     with pytest.raises(zoo.errors.ConfigError, match="parallel is one of auto, pmap, jit"):
         parallel.create("dp", None, None, None, (), jax.random.key(0))
+
+
+def test_pmap_on_one_device_trains_and_returns_unstacked_params(tmp_path):
+    """`parallel="pmap"` forced on a single device: its stacked (1, ...) values look like
+    replicated ones by shape alone; the run must still read them as one replica."""
+    code = (
+        "import sys, jax\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from run_configs import tiny_config\n"
+        "from zoo.train.loop import train_and_evaluate\n"
+        f"s = train_and_evaluate(tiny_config(num_train_steps=2, parallel='pmap'), {str(tmp_path)!r})\n"
+        "assert jax.device_count() == 1 and s['step'] == 2, s['step']\n"
+        "shapes = {x.shape for x in jax.tree.leaves(s['params'])}\n"
+        "assert (1, 32) not in shapes and (32,) in shapes, shapes\n")
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, check=True)

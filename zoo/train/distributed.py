@@ -178,11 +178,18 @@ def local_copy(tree: Any) -> Any:
 
     def first(x):
         data = x.addressable_shards[0].data
-        if data.shape == x.shape:
-            return data
-        return data.reshape(x.shape[1:])  # a pmap shard is (1, ...)
+        return data.reshape(x.shape[1:]) if _pmap_stacked(x) else data  # a pmap shard: (1, ...)
 
     return jax.tree.map(first, tree)
+
+
+def _pmap_stacked(x: jax.Array) -> bool:
+    """Whether `x` is laid out as pmap's values are: axis 0 over the local devices. Told by
+    its sharding, not its shape: on one device a stacked (1, ...) array has its shard's shape."""
+    if isinstance(x.sharding, getattr(jax.sharding, "PmapSharding", ())):
+        return True
+    spec = getattr(x.sharding, "spec", ())
+    return len(spec) > 0 and spec[0] is not None
 
 
 def to_host(x: jax.Array) -> np.ndarray:
