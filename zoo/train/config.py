@@ -23,6 +23,7 @@ from zoo.errors import ConfigError
 from zoo.models import get_config, get_spec, list_models, model_config_fields
 from zoo.registry import upgrade_fields
 from zoo.tasks import get_task_settings
+from zoo.train.parallel import PARALLEL
 from zoo.train.schedules import SCHEDULES
 
 TRAIN_DEFAULTS: dict[str, Any] = dict(
@@ -192,7 +193,7 @@ _RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "mask_rate": (lambda v: 0 <= v < 1, "in [0, 1)"),
 }
-_CHOICES = {"nonfinite_policy": ("stop", "skip"), "parallel": ("auto", "pmap", "jit", "mesh"),
+_CHOICES = {"nonfinite_policy": ("stop", "skip"), "parallel": PARALLEL,
             "distributed": ("auto", "on", "off"), "allow_batch_change": (False, True)}
 
 
