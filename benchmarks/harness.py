@@ -9,7 +9,6 @@ import collections
 import dataclasses
 import datetime
 import glob
-import gzip
 import json
 import os
 import platform
@@ -402,37 +401,34 @@ def program_counts(step: ZooStep) -> dict[str, int]:
             "while_loops": len(re.findall(r"\bwhile\(", text))}
 
 
-def _kernel_category(name: str) -> str:
-    lower = name.lower()
-    if any(k in lower for k in ("fmha", "flash", "cudnn", "attention")):
-        return "attention (cuDNN)"
-    if any(k in lower for k in ("gemm", "cublas", "cutlass", "sm90_xmma", "nvjet", "matmul")):
-        return "matmul"
-    return "other (fusions, copies, reductions)"
+KERNEL_CATEGORIES = (("attention (cuDNN)", "fmha|flash|cudnn|attention"),
+                     ("matmul", "gemm|cublas|cutlass|sm90_xmma|nvjet|matmul"))
 
 
 def kernel_breakdown(trace_dir: str, steps: int, top: int = 25) -> dict[str, Any]:
-    """Device time per kernel and per category (ms per step) from a `jax.profiler` trace's
-    Perfetto JSON."""
-    files = [f for pattern in ("*.trace.json.gz", "perfetto_trace.json.gz")
-             for f in glob.glob(os.path.join(trace_dir, "**", pattern), recursive=True)]
+    """Device time per kernel and per category (ms per step) from the XSpace of a
+    `jax.profiler` trace: the events on GPU planes' "Stream #" lines (kernels and copies), on
+    other device planes (TPU) their "XLA Ops" line."""
+    from jax.profiler import ProfileData
+
+    files = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
     if not files:
-        return {"error": f"no trace JSON under {trace_dir}"}
-    with gzip.open(sorted(files)[-1], "rt") as f:
-        events = json.load(f)
-    events = events.get("traceEvents", events) if isinstance(events, dict) else events
-    names = {e["pid"]: e.get("args", {}).get("name", "") for e in events
-             if e.get("ph") == "M" and e.get("name") == "process_name"}
-    device_pids = {pid for pid, n in names.items()
-                   if re.search(r"/device:(GPU|TPU)|gpu|stream", n, re.I)
-                   and "host" not in n.lower()}
+        return {"error": f"no *.xplane.pb under {trace_dir}"}
     per_kernel, by_category = collections.defaultdict(float), collections.defaultdict(float)
-    for e in events:
-        if e.get("ph") == "X" and "dur" in e and e.get("pid") in device_pids:
-            per_kernel[e["name"]] += e["dur"] / 1e3 / steps  # us -> ms per step
-            by_category[_kernel_category(e["name"])] += e["dur"] / 1e3 / steps
-    return {"device_processes": sorted(names[p] for p in device_pids),
-            "total_ms_per_step": sum(per_kernel.values()), "by_category_ms": dict(by_category),
+    lines_read = []
+    for plane in ProfileData.from_file(sorted(files)[-1]).planes:
+        lines = list(plane.lines) if plane.name.startswith("/device:") else []
+        streams = [line for line in lines if line.name.startswith("Stream #")]
+        for line in streams or [line for line in lines if line.name == "XLA Ops"]:
+            lines_read.append(f"{plane.name} {line.name}")
+            for e in line.events:
+                category = next((c for c, pattern in KERNEL_CATEGORIES
+                                 if re.search(pattern, e.name, re.I)),
+                                "other (fusions, copies, reductions)")
+                per_kernel[e.name] += e.duration_ns / 1e6 / steps
+                by_category[category] += e.duration_ns / 1e6 / steps
+    return {"device_lines": lines_read, "total_ms_per_step": sum(per_kernel.values()),
+            "by_category_ms": dict(by_category),
             "top_kernels_ms": sorted(per_kernel.items(), key=lambda kv: -kv[1])[:top],
             "num_kernels": len(per_kernel)}
 

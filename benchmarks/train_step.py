@@ -66,7 +66,7 @@ def trace(side: ZooStep, steps: int) -> dict[str, Any]:
 
     trace_dir = tempfile.mkdtemp(prefix="zoo-trace-")
     side.run(1)
-    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+    with jax.profiler.trace(trace_dir):
         side.run(steps)
     breakdown = kernel_breakdown(trace_dir, steps)
     log(f"device time per step: {breakdown.get('total_ms_per_step', 0):.1f} ms; by category "

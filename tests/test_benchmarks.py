@@ -177,6 +177,51 @@ def test_input_pipeline_feeds_the_step_from_the_loops_batches():
     assert 0 < row["weighted_tokens_per_s"] <= row["tokens_per_s"]
 
 
+def _xplane(name: str, lines: dict[str, list[tuple[str, float]]]) -> str:
+    """One plane of an XSpace text proto: {line name: [(event name, ms), ...]}."""
+    names = sorted({e for events in lines.values() for e, _ in events})
+    text = "".join(
+        f'lines {{ id: {i} name: "{line}" ' + "".join(
+            f"events {{ metadata_id: {names.index(e) + 1} duration_ps: {int(ms * 1e9)} }} "
+            for e, ms in events) + "} " for i, (line, events) in enumerate(lines.items(), 1))
+    return (f'planes {{ name: "{name}" {text}' + "".join(
+        f'event_metadata {{ key: {k} value {{ id: {k} name: "{e}" }} }} '
+        for k, e in enumerate(names, 1)) + "}\n")
+
+
+def test_kernel_breakdown_reads_gpu_streams_and_tpu_ops_from_the_xspace(tmp_path):
+    """`--trace`'s per-kernel sums: GPU stream lines only (the "XLA Ops" line on the same plane
+    repeats their time), a TPU plane's "XLA Ops", nothing from the host, per step."""
+    from jax.profiler import ProfileData
+
+    from benchmarks.harness import kernel_breakdown
+
+    gpu = _xplane("/device:GPU:0", {
+        "Stream #7(Kernel,MemcpyD2D)": [("sm90_xmma_gemm_bf16bf16", 4.0), ("cudnn_fmha_fwd", 2.0),
+                                       ("loop_add_fusion", 1.0), ("sm90_xmma_gemm_bf16bf16", 2.0)],
+        "Stream #9(MemcpyH2D)": [("MemcpyH2D", 1.0)], "XLA Ops": [("fusion.1", 10.0)]})
+    host = _xplane("/host:CPU", {"python": [("train_step", 20.0)]})
+    path = tmp_path / "plugins" / "profile" / "run" / "host.xplane.pb"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(ProfileData.text_proto_to_serialized_xspace(gpu + host))
+    out = kernel_breakdown(str(tmp_path), steps=2)
+    assert out["device_lines"] == ["/device:GPU:0 Stream #7(Kernel,MemcpyD2D)",
+                                   "/device:GPU:0 Stream #9(MemcpyH2D)"]
+    assert out["total_ms_per_step"] == pytest.approx(5.0)
+    assert out["by_category_ms"] == pytest.approx(
+        {"matmul": 3.0, "attention (cuDNN)": 1.0, "other (fusions, copies, reductions)": 1.0})
+    assert out["top_kernels_ms"][0] == ("sm90_xmma_gemm_bf16bf16", pytest.approx(3.0))
+    assert out["num_kernels"] == 4
+
+    path.write_bytes(ProfileData.text_proto_to_serialized_xspace(_xplane("/device:TPU:0", {
+        "XLA Modules": [("jit_train_step", 8.0)], "XLA Ops": [("fusion.3", 3.0), ("dot.1", 5.0)]})))
+    out = kernel_breakdown(str(tmp_path), steps=1)
+    assert out["device_lines"] == ["/device:TPU:0 XLA Ops"]
+    assert out["total_ms_per_step"] == pytest.approx(8.0)
+    assert kernel_breakdown(str(tmp_path / "empty"), 1) == {
+        "error": f"no *.xplane.pb under {tmp_path / 'empty'}"}
+
+
 def test_benchmarks_import_nothing_the_gpu_host_lacks():
     """The GPU host has no ml_collections, tensorflow_datasets, grain or num2words: the modules
     the GPU benchmarks import (their own and, lazily, the zoo's models, tasks and train step)
