@@ -80,11 +80,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parts, first = Parts(args.time_budget), []
     for name in args.workload:
         first += parts.run(f"{name} time to first step", first_step, name, args) or []
-    print_table(["workload", "cache", "process start to first loss (s)", "Python start-up (s)",
-                 "imports (s)", "lower + compile (s)", "first loss"], [
-        [r["workload"], r["cache"]] + [f"{r[k]:.1f}" for k in (
-            "process_to_first_loss_s", "python_startup_s", "imports_s", "compile_s")]
-        + [f"{r['first_loss']:.4f}"] for r in first])
+    print_table({"workload": "{workload}", "cache": "{cache}",
+                 "process start to first loss (s)": "{process_to_first_loss_s:.1f}",
+                 "Python start-up (s)": "{python_startup_s:.1f}", "imports (s)": "{imports_s:.1f}",
+                 "lower + compile (s)": "{compile_s:.1f}", "first loss": "{first_loss:.4f}"}, first)
     parts.report()
     info = {"command": command_line("benchmarks.compile_time", argv),
             "elapsed_s": parts.elapsed()} | {k: first[0][k] for k in ("device", "platform", "jax")

@@ -9,7 +9,7 @@ import dataclasses
 import math
 from typing import Any
 
-from benchmarks.harness import TorchSide, Workload, lm_batch, lm_loss, to_torch
+from benchmarks.harness import TorchSide, Workload, lm_batch, lm_inputs, lm_loss
 
 
 def build_torch_gpt(cfg: Any):
@@ -63,11 +63,9 @@ class TorchGPTStep(TorchSide):
         from zoo.nn.vocab_head import PAD_MULTIPLE, padded_size  # jax: imported once it runs
 
         self.vocab_size = padded_size(cfg.vocab_size, PAD_MULTIPLE) if nanogpt else cfg.vocab_size
-        b = to_torch(batch, kwargs.get("device", "cpu"))
-        inputs = (b["inputs"], b["targets"]) + (() if nanogpt else (b["weights"],))
         super().__init__(
             lambda: build_torch_gpt(dataclasses.replace(cfg, vocab_size=self.vocab_size)),
-            lm_loss, lambda: inputs, **kwargs)
+            lm_loss, batch, (lambda b: lm_inputs(b)[:2]) if nanogpt else lm_inputs, **kwargs)
 
 
 def gpt_workload(model: str, batch: int, seq_len: int, nanogpt: bool) -> Workload:

@@ -8,6 +8,7 @@ import ast
 import collections
 import dataclasses
 import datetime
+import functools
 import glob
 import json
 import os
@@ -23,26 +24,18 @@ from collections.abc import Callable
 from typing import Any
 
 from zoo.errors import ConfigError
+from zoo.train.defaults import TRAIN_DEFAULTS
 
 CLEAN_LOAD = 0.25  # cores used by other processes below which a round counts as clean
-OPT_CONFIG = types.SimpleNamespace(  # zoo.train.config.TRAIN_DEFAULTS / experiments gpt_tiny
-    grad_clip_norm=1.0, adam_b1=0.9, adam_b2=0.95, adam_eps=1e-8, weight_decay=0.1,
-    schedule="cosine", learning_rate=2e-3, warmup_steps=60, num_train_steps=600,
-)
-
-
-def log(*args: Any) -> None:
-    print(*args, flush=True)
+OPT_CONFIG = types.SimpleNamespace(**TRAIN_DEFAULTS)  # the loop's optimizer and schedule
+log = functools.partial(print, flush=True)
 
 
 # --- the machine and the output
 
 
 def num_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def cpu_model() -> str:
@@ -85,12 +78,19 @@ def add_options(p: Any, **defaults: Any) -> None:
                        type=None if default is None else type(default))
 
 
-def print_table(header: list[str], rows: list[list[Any]]) -> None:
-    """A Markdown table of `rows` (cells already formatted, or str()-ed)."""
-    log("| " + " | ".join(header) + " |")
-    log("|" + "---|" * len(header))
+def print_table(columns: dict[str, str], rows: list[dict[str, Any]]) -> None:
+    """A Markdown table of `rows`: per column its header and a `str.format` template of a
+    row's keys ("{batch} x {seq_len}"); a template meeting None prints "-"."""
+    def cell(template: str, row: dict[str, Any]) -> str:
+        try:
+            return template.format(**row)
+        except TypeError:  # None under a number format
+            return "-"
+
+    log("| " + " | ".join(columns) + " |")
+    log("|" + "---|" * len(columns))
     for row in rows:
-        log("| " + " | ".join(map(str, row)) + " |")
+        log("| " + " | ".join(cell(t, row) for t in columns.values()) + " |")
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -192,26 +192,25 @@ def is_clean(load: float | None) -> bool:
 def matmul_timer(library: str, n: int, dtype: str = "float32") -> Callable[[], float]:
     """A timer (seconds per call, after one untimed call) of an n x n matmul in `dtype`: jitted
     `jnp.dot` (float32 accumulation), `np.matmul` or `torch.mm`."""
+    import numpy as np
+
+    a, b = np.random.default_rng(0).standard_normal((2, n, n), dtype=np.float32)
     if library == "jax":
         import jax
         import jax.numpy as jnp
 
-        a, b = (jax.random.normal(k, (n, n), dtype) for k in jax.random.split(jax.random.key(0)))
+        a, b = jnp.asarray(a, dtype), jnp.asarray(b, dtype)
         f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
         call = lambda: f(a, b).block_until_ready()  # noqa: E731
     elif library == "numpy":
-        import numpy as np
-
-        rng = np.random.default_rng(0)
-        a, b = (rng.standard_normal((n, n), dtype=np.float32).astype(dtype) for _ in "ab")
-        c = np.empty((n, n), dtype)
+        a, b, c = a.astype(dtype), b.astype(dtype), np.empty((n, n), dtype)
         call = lambda: np.matmul(a, b, out=c)  # noqa: E731
     else:
         import torch
 
-        g, dt = torch.Generator().manual_seed(0), getattr(torch, dtype)
-        a, b = (torch.randn(n, n, generator=g).to(dt) for _ in "ab")
-        c = torch.empty(n, n, dtype=dt)
+        dt = getattr(torch, dtype)
+        a, b, c = (torch.from_numpy(a).to(dt), torch.from_numpy(b).to(dt),
+                   torch.empty(n, n, dtype=dt))
         call = lambda: torch.mm(a, b, out=c)  # noqa: E731
     call()
     return lambda: timeit.timeit(call, number=1)
@@ -312,7 +311,6 @@ def xla_flops(compiled: Any) -> float | None:
     """XLA's FLOP count of a compiled program (`cost_analysis()["flops"]`), None without one."""
     try:
         ca = compiled.cost_analysis()
-        ca = ca[0] if isinstance(ca, (list, tuple)) else ca  # one per device in older jax
         return float(ca["flops"]) if ca and ca.get("flops", -1) > 0 else None
     except Exception as e:  # noqa: BLE001  (backend without cost analysis)
         print(f"  (XLA cost_analysis unavailable: {e})")
@@ -325,8 +323,7 @@ class ZooStep:
     fixed `batch` (numpy, or a function of the model config): `model` is a registry name
     (dropout 0, `overrides` that are not task settings) or a flax module. `parallel` is the
     loop's path (zoo.train.parallel): "jit" (on one device, as PyTorch's side), "pmap" or
-    "mesh" (over {"data": every device}).
-    `run(n)` -> seconds per step."""
+    "mesh" (over {"data": every device})."""
 
     def __init__(self, model: Any, batch: Any, task: str = "causal_lm", parallel: str = "jit",
                  **overrides: Any):
@@ -360,11 +357,14 @@ class ZooStep:
         self.first_loss = float(jax.numpy.ravel(metrics["loss"])[0])  # waits for the device
         self.first_step_s = time.perf_counter() - t0
 
-    def run(self, n: int) -> float:
+    def run(self, n: int, batches: Any = None) -> float:
+        """Seconds per step over `n` steps on the fixed batch, or on the next `n` host batches
+        of the iterator `batches` (placed as the loop places them)."""
         t0 = time.perf_counter()
         state, metrics = self.state, None
         for _ in range(n):
-            state, metrics = self.step(state, self.batch, self.rng)
+            batch = self.batch if batches is None else self.place_batch(next(batches))
+            state, metrics = self.step(state, batch, self.rng)
         self.jax.block_until_ready((state, metrics))
         self.state = state
         return (time.perf_counter() - t0) / max(n, 1)
@@ -464,9 +464,14 @@ def lm_loss(model: Any, inputs: Any, targets: Any, weights: Any = None) -> Any:
     return cross_entropy(model(inputs), targets, weights)
 
 
+def lm_inputs(batch: dict[str, Any]) -> tuple:
+    """A batch's (inputs, targets, weights): what `lm_loss` and the zoo's tasks take."""
+    return batch["inputs"], batch["targets"], batch["weights"]
+
+
 class TorchSide:
-    """A PyTorch training step, as the zoo's: `loss_fn(model, *inputs())` (`inputs()` runs
-    every step; bf16 autocast with `dtype="bfloat16"`), backward, clipping, AdamW (OPT_CONFIG's,
+    """A PyTorch training step, as the zoo's: `loss_fn(model, *inputs(batch))` on the numpy
+    `batch` moved to `device` (`inputs` runs every step; default `lm_inputs`; bf16 autocast with `dtype="bfloat16"`), backward, clipping, AdamW (OPT_CONFIG's,
     half its peak lr; `weight_decay` on >= 2-D parameters; fused when asked and on a GPU). The
     model is `build()` after seed 0, with denormals flushed to zero as XLA's CPU backend does
     (else torch slows down up to 10x); `compile=True` runs the loss through `torch.compile`.
@@ -474,19 +479,18 @@ class TorchSide:
     included)."""
 
     def __init__(self, build: Callable[[], Any], loss_fn: Callable[..., Any],
-                 inputs: Callable[[], tuple], *, device: str = "cpu", dtype: str = "float32",
-                 threads: int | None = None, compile: bool = False, fused: bool = False,
-                 weight_decay: float = OPT_CONFIG.weight_decay):
+                 batch: dict[str, Any], inputs: Callable[[dict[str, Any]], tuple] = lm_inputs,
+                 *, device: str = "cpu", dtype: str = "float32", compile: bool = False,
+                 fused: bool = False, weight_decay: float = OPT_CONFIG.weight_decay):
         import torch
 
         if dtype not in ("bfloat16", "float32"):
             raise ConfigError(f"the PyTorch sides run bfloat16 autocast or float32; got {dtype}.")
         self.torch, self.device, self.loss_fn, self.inputs = torch, device, loss_fn, inputs
+        self.batch = to_torch(batch, device)
         if device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        elif threads:
-            torch.set_num_threads(threads)
         torch.set_flush_denormal(True)
         torch.manual_seed(0)
         self.model = build().to(device)
@@ -511,7 +515,7 @@ class TorchSide:
     def _step(self):
         self.opt.zero_grad(set_to_none=True)
         with self.autocast:
-            loss = self.loss(*self.inputs())
+            loss = self.loss(*self.inputs(self.batch))
         loss.backward()
         self.torch.nn.utils.clip_grad_norm_(self.params, OPT_CONFIG.grad_clip_norm)
         self.opt.step()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import jax
 import numpy as np
 
 from benchmarks.harness import (LoadMeter, ZooStep, add_options, log, machine_info, print_table,
@@ -57,13 +56,8 @@ def input_rate(stream: BatchStream, workers: int, n: int) -> dict[str, float]:
 def fed_step_s(step: ZooStep, stream: BatchStream, workers: int, n: int) -> float:
     """Seconds per train step when each batch comes from the iterator (after 2 warm-up steps)."""
     with TrainIterator(stream, workers=workers) as it:
-        for k in range(n + 2):
-            if k == 2:
-                jax.block_until_ready(step.state)
-                t0 = time.perf_counter()
-            step.state, metrics = step.step(step.state, step.place_batch(next(it)), step.rng)
-        jax.block_until_ready((step.state, metrics))
-    return (time.perf_counter() - t0) / n
+        step.run(2, it)
+        return step.run(n, it)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -88,16 +82,13 @@ def main(argv: list[str] | None = None) -> dict:
                 "workload": name, "batch": batch, "seq_len": seq_len, "workers": workers, **rate,
                 "step_batches_per_s": 1 / fixed_s, "fixed_ms": fixed_s * 1e3, "fed_ms": fed_s * 1e3,
                 "ratio": rate["batches_per_s"] * fixed_s, "others_cores": load.others})
-    print_table(["workload", "B x T", "workers", "start-up s", "input batches/s", "examples/s",
-                 "tokens/s", "step batches/s", "capacity / consumption", "fed ms/step",
-                 "fixed ms/step", "others' cores"],
-                [[r["workload"], f"{r['batch']} x {r['seq_len']}", r["workers"],
-                  f"{r['startup_s']:.2f}", f"{r['batches_per_s']:,.0f}",
-                  f"{r['examples_per_s']:,.0f}", f"{r['tokens_per_s']:,.0f}",
-                  f"{r['step_batches_per_s']:.2f}", f"{r['ratio']:,.0f}x", f"{r['fed_ms']:.0f}",
-                  f"{r['fixed_ms']:.0f}",
-                  "?" if r["others_cores"] is None else f"{r['others_cores']:.1f}"]
-                 for r in results["rows"]])
+    print_table({"workload": "{workload}", "B x T": "{batch} x {seq_len}", "workers": "{workers}",
+                 "start-up s": "{startup_s:.2f}", "input batches/s": "{batches_per_s:,.0f}",
+                 "examples/s": "{examples_per_s:,.0f}", "tokens/s": "{tokens_per_s:,.0f}",
+                 "step batches/s": "{step_batches_per_s:.2f}",
+                 "capacity / consumption": "{ratio:,.0f}x", "fed ms/step": "{fed_ms:.0f}",
+                 "fixed ms/step": "{fixed_ms:.0f}", "others' cores": "{others_cores:.1f}"},
+                results["rows"])
     write_json(args.json, results)
     return results
 

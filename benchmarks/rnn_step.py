@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.harness import TorchSide, Workload, ZooStep, lm_batch, lm_loss, to_torch
+from benchmarks.harness import TorchSide, Workload, ZooStep, lm_batch, lm_loss
 
 TORCH_CLASSES = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN"}
 
@@ -53,9 +53,7 @@ class TorchRNNStep(TorchSide):
             def forward(self, tokens):
                 return self.out(self.rnn(self.embed(tokens))[0])
 
-        b = to_torch(batch, kwargs.get("device", "cpu"))
-        super().__init__(TorchRNNLM, lm_loss, lambda: (b["inputs"], b["targets"], b["weights"]),
-                         weight_decay=0.0, **kwargs)
+        super().__init__(TorchRNNLM, lm_loss, batch, weight_decay=0.0, **kwargs)
 
 
 WORKLOADS = {cell: Workload(

@@ -95,8 +95,7 @@ def run_workload(name: str, batch: int, args, peak: float | None, datasheet: flo
     for mode in args.torch:
         sides[TORCH_SIDES[mode]] = parts.run(
             f"{label} torch {mode}", w.torch_side, zoo, device=args.torch_device,
-            dtype=args.dtype, threads=args.threads, compile=mode == "compile",
-            fused=args.torch_fused_adamw)
+            dtype=args.dtype, compile=mode == "compile", fused=args.torch_fused_adamw)
     sides = {k: s for k, s in sides.items() if s is not None}
     for k, s in sides.items():
         log(f"{label} {k}: {s.num_params:,} parameters, first step {s.first_step_s:.1f} s "
@@ -141,18 +140,13 @@ def _torch_version(args) -> str | None:
     return torch.__version__
 
 
-TABLE = ["workload", "B x T", "side", "ms/step (min-max)", "CPU ms/step", "tokens/s", "TFLOP/s",
-         "% of peak", "% of datasheet", "vs torch", "vs torch.compile", "first step s",
-         "clean rounds"]
-
-
-def _row(result: dict[str, Any], k: str, r: dict[str, Any]) -> list[Any]:
-    pct = [f"{r[p]:.1f}%" if r[p] else "-" for p in ("pct_peak", "pct_datasheet")]
-    return [result["workload"], f"{result['batch']} x {result['seq_len']}", k,
-            f"{r['ms_per_step']:.1f} ({r['ms_per_step_min']:.1f}-{r['ms_per_step_max']:.1f})",
-            f"{r['cpu_ms_per_step']:.1f}", f"{r['tokens_per_s']:,.0f}", f"{r['tflops']:.3g}",
-            *pct] + [f"{r[v]:.2f}x" if r[v] else "-" for v in ("vs_torch", "vs_torch_compile")
-                     ] + [f"{r['first_step_s']:.1f}", f"{r['clean_rounds']}/{r['rounds']}"]
+TABLE = {"workload": "{workload}", "B x T": "{batch} x {seq_len}", "side": "{side}",
+         "ms/step (min-max)": "{ms_per_step:.1f} ({ms_per_step_min:.1f}-{ms_per_step_max:.1f})",
+         "CPU ms/step": "{cpu_ms_per_step:.1f}", "tokens/s": "{tokens_per_s:,.0f}",
+         "TFLOP/s": "{tflops:.3g}", "% of peak": "{pct_peak:.1f}%",
+         "% of datasheet": "{pct_datasheet:.1f}%", "vs torch": "{vs_torch:.2f}x",
+         "vs torch.compile": "{vs_torch_compile:.2f}x", "first step s": "{first_step_s:.1f}",
+         "clean rounds": "{clean_rounds}/{rounds}"}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -225,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 import torch
 
                 torch.cuda.empty_cache()
-    print_table(TABLE, [_row(res, k, r) for res in out["results"]
+    print_table(TABLE, [{**res, **r, "side": k} for res in out["results"]
                         for k, r in res["sides"].items()])
     parts.report()
     return out

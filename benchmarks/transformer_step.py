@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import TorchSide, Workload, cross_entropy, to_torch
+from benchmarks.harness import TorchSide, Workload, cross_entropy
 from zoo.special_tokens import BOS_ID, EOS_ID, NUM_SPECIAL, PAD_ID
 
 
@@ -144,10 +144,9 @@ class TorchSeq2SeqStep(TorchSide):
 
     def __init__(self, cfg: Any, batch: dict[str, np.ndarray], label_smoothing: float,
                  **kwargs: Any):
-        b = to_torch(batch, kwargs.get("device", "cpu"))
         super().__init__(lambda: build_torch_seq2seq(cfg),
-                         functools.partial(seq2seq_loss, label_smoothing=label_smoothing),
-                         lambda: (b["inputs"], b["targets"], b["weights"]), **kwargs)
+                         functools.partial(seq2seq_loss, label_smoothing=label_smoothing), batch,
+                         **kwargs)
 
 
 class TorchBertStep(TorchSide):
@@ -158,15 +157,15 @@ class TorchBertStep(TorchSide):
         import torch
 
         self.cfg, self.vocab_size, self.mask_rate = cfg, cfg.vocab_size, mask_rate
-        b = to_torch(batch, kwargs.get("device", "cpu"))
-        self.tokens, self.valid = b["inputs"], b["weights"] > 0  # (B, T) each
         self.gen = torch.Generator(kwargs.get("device", "cpu")).manual_seed(1)
-        super().__init__(lambda: build_torch_bert(cfg), mlm_loss, self.masked_batch, **kwargs)
+        super().__init__(lambda: build_torch_bert(cfg), mlm_loss,
+                         {"inputs": batch["inputs"], "valid": batch["weights"] > 0},
+                         self.masked_batch, **kwargs)
 
-    def masked_batch(self):
+    def masked_batch(self, batch: dict[str, Any]):
         """`zoo.tasks.masked_lm.mask_tokens` in torch -> (corrupted (B, T), valid (B, T),
         positions (B, P), targets (B, P), weights (B, P)), P = round(mask_rate * T)."""
-        t, tokens, valid, device = self.torch, self.tokens, self.valid, self.device
+        t, tokens, valid, device = self.torch, batch["inputs"], batch["valid"], self.device
         budget = max(1, round(tokens.shape[1] * self.mask_rate))  # P
         lengths = valid.sum(1)
         count = t.where(lengths > 0, t.round(lengths * self.mask_rate).clamp_min(1), 0)
