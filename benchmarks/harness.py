@@ -144,15 +144,12 @@ class Parts:
 # --- load from other processes
 
 
-_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
 def _cpu_busy_s() -> float | None:
     """CPU seconds all processes spent busy (incl. steal), from /proc/stat; None off Linux."""
     try:
         with open("/proc/stat") as f:
             v = list(map(int, f.readline().split()[1:]))
-        return (sum(v) - v[3] - v[4]) / _HZ
+        return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # /proc/stat: Linux
     except (OSError, ValueError):
         return None
 
@@ -301,8 +298,7 @@ def lm_batch(batch: int, seq_len: int, vocab: int, seed: int = 0) -> dict[str, A
     """A causal-LM batch of random tokens (numpy): inputs, targets (shifted by one), weights."""
     import numpy as np
 
-    rng = np.random.default_rng(seed)
-    tokens = rng.integers(0, vocab, size=(batch, seq_len + 1), dtype=np.int32)
+    tokens = np.random.default_rng(seed).integers(0, vocab, (batch, seq_len + 1), dtype=np.int32)
     return {"inputs": tokens[:, :-1].copy(), "targets": tokens[:, 1:].copy(),
             "weights": np.ones((batch, seq_len), np.float32)}
 
@@ -455,8 +451,7 @@ def cross_entropy(logits: Any, targets: Any, weights: Any = None,
                            label_smoothing=label_smoothing)
     if weights is None:
         return loss
-    w = weights.flatten()
-    return (loss * w).sum() / w.sum().clamp_min(1e-9)
+    return (loss * weights.flatten()).sum() / weights.sum().clamp_min(1e-9)
 
 
 def lm_loss(model: Any, inputs: Any, targets: Any, weights: Any = None) -> Any:

@@ -32,13 +32,6 @@ WORKLOADS = {"gpt_tiny": ("gpt_tiny", {}, 16, 256, False),
              "lstm_lm": ("lstm_lm", LSTM_CHAR, 32, 128, False)}
 
 
-def train_stream(model: str, overrides: dict, batch: int, seq_len: int,
-                 packed: bool) -> BatchStream:
-    """The loop's train batches of `model` on zoo_text with the byte tokenizer (`create_data`)."""
-    config = base_config(model, seq_len=seq_len, packing=packed, **overrides)
-    return create_data("causal_lm", config, batch).train
-
-
 def input_rate(stream: BatchStream, workers: int, n: int) -> dict[str, float]:
     """What the iterator hands out per second once started (start-up reported apart)."""
     t0 = time.perf_counter()
@@ -53,13 +46,6 @@ def input_rate(stream: BatchStream, workers: int, n: int) -> dict[str, float]:
             "tokens_per_s": n * rows * seq_len / dt, "weighted_tokens_per_s": tokens / dt}
 
 
-def fed_step_s(step: ZooStep, stream: BatchStream, workers: int, n: int) -> float:
-    """Seconds per train step when each batch comes from the iterator (after 2 warm-up steps)."""
-    with TrainIterator(stream, workers=workers) as it:
-        step.run(2, it)
-        return step.run(n, it)
-
-
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_options(p, batches=300, steps=20, json=None)
@@ -69,7 +55,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = {"machine": machine_info(None), "rows": []}
     for name in args.workloads:
         model, overrides, batch, seq_len, packed = WORKLOADS[name]
-        stream = train_stream(model, overrides, batch, seq_len, packed)
+        config = base_config(model, seq_len=seq_len, packing=packed, **overrides)  # zoo_text
+        stream = create_data("causal_lm", config, batch).train  # the loop's train batches
         step = ZooStep(model, stream.get(0), **overrides)
         step.run(2)
         fixed_s = step.run(args.steps)
@@ -77,7 +64,9 @@ def main(argv: list[str] | None = None) -> dict:
             log(f"{name}, {workers} workers ...")
             with LoadMeter() as load:  # cores other processes used meanwhile
                 rate = input_rate(stream, workers, args.batches)
-                fed_s = fed_step_s(step, stream, workers, args.steps)
+                with TrainIterator(stream, workers=workers) as it:  # fed as the loop feeds it
+                    step.run(2, it)
+                    fed_s = step.run(args.steps, it)
             results["rows"].append({
                 "workload": name, "batch": batch, "seq_len": seq_len, "workers": workers, **rate,
                 "step_batches_per_s": 1 / fixed_s, "fixed_ms": fixed_s * 1e3, "fed_ms": fed_s * 1e3,
