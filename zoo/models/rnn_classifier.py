@@ -25,7 +25,9 @@ from zoo.nn.recurrent import RecurrentStack, stack_over_tokens
 
 
 @dataclasses.dataclass(frozen=True)
-class RNNClassifierConfig:
+class RecurrentEncoderConfig:
+    """The fields the classifier and the tagger share (defaults: the classifier's)."""
+
     max_len: ClassVar[None] = None  # any length: no position table
     vocab_size: int = 256
     num_classes: int = 2
@@ -35,7 +37,6 @@ class RNNClassifierConfig:
     dropout_rate: float = 0.1
     cell: str = "lstm"  # "lstm" | "gru" | "rnn_tanh" | "rnn_relu"
     bidirectional: bool = True
-    pooling: str = "last"  # "last" (final states) | "mean" | "max" over valid positions
     unroll: int = 1
     compute_dtype: str = "float32"  # mixed precision (zoo.nn.precision)
     param_dtype: str = "float32"
@@ -46,6 +47,14 @@ class RNNClassifierConfig:
 
     def validate(self) -> None:
         """ConfigError unless every string field holds an allowed value (ranges: on creation)."""
+        check_choices(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RNNClassifierConfig(RecurrentEncoderConfig):
+    pooling: str = "last"  # "last" (final states) | "mean" | "max" over valid positions
+
+    def validate(self) -> None:
         check_choices(self, pooling=POOLINGS)
 
 
@@ -114,27 +123,11 @@ class RNNClassifier(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class RNNTaggerConfig:
-    max_len: ClassVar[None] = None  # any length: no position table
-    vocab_size: int = 256
+class RNNTaggerConfig(RecurrentEncoderConfig):
     num_classes: int = 8  # number of tags
     emb_dim: int = 64
     hidden_size: int = 128
     num_layers: int = 2
-    dropout_rate: float = 0.1
-    cell: str = "lstm"
-    bidirectional: bool = True
-    unroll: int = 1
-    compute_dtype: str = "float32"  # mixed precision (zoo.nn.precision)
-    param_dtype: str = "float32"
-    rnn_implementation: str = "scan"  # "scan" | "cudnn" (LSTM, float32, NVIDIA GPU)
-
-    def __post_init__(self):
-        check_ranges(self)
-
-    def validate(self) -> None:
-        """ConfigError unless every string field holds an allowed value (ranges: on creation)."""
-        check_choices(self)
 
 
 class RNNTagger(nn.Module):
