@@ -62,3 +62,16 @@ def test_metrics_reach_jsonl_and_tensorboard_without_importing_torch(tmp_path):
 def test_torch_still_imports_afterwards(tmp_path):
     pytest.importorskip("torch")
     assert _write(tmp_path, "import torch") == "['tensorboardX', 'torch']"
+
+
+def test_writer_closes_its_files_when_the_run_fails(tmp_path):
+    """The loop holds its writer in a `with`: a run that raises (a NaN stop, say) still closes
+    the metrics file and the TensorBoard writer, before tensorboardX's exit hook would try."""
+    from zoo.train.metric_writers import MetricWriter
+
+    with pytest.raises(RuntimeError, match="boom"):
+        with MetricWriter(str(tmp_path)) as writer:
+            writer.write(1, {"loss": 1.0})
+            raise RuntimeError("boom")
+    assert writer._jsonl.closed
+    assert json.loads((tmp_path / "metrics.jsonl").read_text())["loss"] == 1.0

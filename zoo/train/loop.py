@@ -284,7 +284,7 @@ def _train_and_evaluate(config, workdir, stop_after_step):
     if start_step and note is None:  # the same global batch: continue from grain's own state
         ckpt.restore_data(start_step, batches)
         position = batches.position
-    with _StopSignals() as signals, batches:
+    with _StopSignals() as signals, batches, writer:
         while step < config.num_train_steps:
             batch = next(batches)
             task.check_batch(batch, model_config)
@@ -328,7 +328,6 @@ def _train_and_evaluate(config, workdir, stop_after_step):
                               "rerun the same command to resume.")
                 break
     bar.close()
-    writer.close()
     ckpt.close()
 
     summary = {"step": step, "num_params": num_params, "baselines": data.baselines,

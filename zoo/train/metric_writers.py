@@ -47,6 +47,12 @@ class MetricWriter:
             self._tb.add_scalar(f"{split}/{k}", v, int(step))
         self._tb.flush()
 
+    def __enter__(self) -> "MetricWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()  # also when the run fails: tensorboardX's own exit hook cannot flush then
+
     def close(self) -> None:
         if self.enabled:
             self._jsonl.close()
