@@ -68,14 +68,31 @@ def check_config_argv(argv: list[str]) -> None:
         return  # absl reports the missing --config
     path, _, arg = path.partition(":")
     config = load_config(path, arg)
-    valid = sorted(config.keys())
     for item in argv:
         if item == "--":
             break
-        match = re.match(r"--?config\.([A-Za-z_][\w]*)", item)
-        if match and match.group(1) not in config:
-            key = match.group(1)
+        match = re.match(r"--?config\.([A-Za-z_][\w.]*)", item)
+        if match:
+            _check_key_path(config, match.group(1).rstrip(".").split("."), item, path)
+
+
+def _check_key_path(config, keys: list[str], item: str, path: str) -> None:
+    """ConfigError unless `keys` (e.g. ["mesh", "data"]) walks from `config` through groups of
+    keys: an unknown key, or a key under a value (`--config.model.x` where model is a name)."""
+    node, walked, group = config, [], config
+    for key in keys:
+        where = f"config.{'.'.join(walked[:-1])} in {path}" if len(walked) > 1 else path
+        if not hasattr(node, "keys"):  # a value, so `key` cannot be under it
+            flat = f" The run config is flat: did you mean --config.{key}?" if key in config else ""
+            raise ConfigError(f"config.{'.'.join(walked)} is a value ({node!r}), not a group of "
+                              f"keys, so {item!r} names nothing.{flat} Valid keys of {where}: "
+                              f"{', '.join(sorted(group.keys()))}.")
+        if key not in node:
+            valid = sorted(node.keys())
             close = difflib.get_close_matches(key, valid, n=3)
-            hint = f" Did you mean {', '.join('--config.' + c for c in close)}?" if close else ""
-            raise ConfigError(f"unknown config key {key!r} in {item!r}.{hint} Valid keys of "
-                              f"{path}: {', '.join(valid)}.")
+            prefix = "--config." + "".join(k + "." for k in walked)
+            hint = f" Did you mean {', '.join(prefix + c for c in close)}?" if close else ""
+            where = f"config.{'.'.join(walked)} in {path}" if walked else path
+            raise ConfigError(f"unknown config key {'.'.join(walked + [key])!r} in {item!r}."
+                              f"{hint} Valid keys of {where}: {', '.join(valid)}.")
+        group, node, walked = node, node[key], walked + [key]

@@ -149,6 +149,17 @@ def test_requested_implementation_wins_except_for_dense_masks():
         _choose(mask_kind="sliding")
 
 
+@pytest.mark.parametrize("platform", ["cpu", "tpu", "rocm"])
+def test_cudnn_off_an_nvidia_gpu_is_refused_naming_the_platform(platform):
+    for kind in ("causal", "dense"):
+        with pytest.raises(ValueError, match=f"needs an NVIDIA GPU.*'{platform}'.*'xla'"):
+            _choose(platform=platform, requested="cudnn", mask_kind=kind)
+    if platform == "cpu":  # what a model forced to cuDNN meets on this CPU
+        q = jnp.zeros((1, 4, 1, 8), jnp.bfloat16)
+        with pytest.raises(ValueError, match="needs an NVIDIA GPU"):
+            dot_product_attention(q, q, q, causal=True, implementation="cudnn")
+
+
 @pytest.mark.parametrize("implementation", [None, "xla", "blocked"])
 def test_key_lengths_equal_a_padding_mask(implementation):
     q, k, v = jax.random.normal(jax.random.key(10), (3, 2, 40, 2, 8))

@@ -46,7 +46,14 @@ def test_help_exits_zero(name):
     ((f"--config={GPT_TINY}:bogus",), ("unknown config argument 'bogus'", "'runlocal'")),
     ((f"--config={GPT_TINY}", "--config.hiden_size=3"), ("unknown config key 'hiden_size'",)),
     ((f"--config={GPT_TINY}", "--config.num_train_steps=abc"), ("--config.num_train_steps",)),
-], ids=["missing_file", "bogus_arg", "unknown_key", "unparsable_value"])
+    ((f"--config={GPT_TINY}", "--config.model.num_layers=2"),
+     ("config.model is a value ('gpt_tiny')", "did you mean --config.num_layers?")),
+    ((f"--config={GPT_TINY}", "--config.mesh.dta=2"),
+     ("unknown config key 'mesh.dta'", "Did you mean --config.mesh.data?", "data, fsdp, tensor")),
+    ((f"--config={GPT_TINY}", "--config.mesh.data.x=2"),
+     ("config.mesh.data is a value (-1)", "Valid keys of config.mesh in")),
+], ids=["missing_file", "bogus_arg", "unknown_key", "unparsable_value", "key_under_a_value",
+        "unknown_nested_key", "key_under_a_nested_value"])
 def test_train_refuses_a_bad_config_before_starting(tmp_path, args, fragments):
     workdir = tmp_path / "run"
     out = _cli("train", *args, "--workdir", str(workdir))
@@ -59,6 +66,21 @@ def test_train_refuses_an_out_of_range_value_without_creating_the_workdir(tmp_pa
     out = _cli("train", f"--config={GPT_TINY}:runlocal", "--workdir", str(workdir),
                "--config.num_train_steps=-5")
     _assert_one_line_error(out, 2, "num_train_steps must be an integer > 0; got -5")
+    assert not workdir.exists()
+
+
+@pytest.mark.skipif(os.environ.get("JAX_PLATFORMS", "cpu") != "cpu", reason="CPU: no cuDNN")
+@pytest.mark.parametrize("config,key,fix", [
+    (GPT_TINY, "attention_implementation", "--config.attention_implementation=xla"),
+    (os.path.join("experiments", "configs", "lstm_char.py"), "rnn_implementation",
+     "--config.rnn_implementation=scan"),
+])
+def test_cudnn_kernels_off_an_nvidia_gpu_are_refused_before_the_run(tmp_path, config, key, fix):
+    workdir = tmp_path / "run"
+    out = _cli("train", f"--config={config}:runlocal", "--workdir", str(workdir),
+               f"--config.{key}=cudnn")
+    _assert_one_line_error(out, 2, f"config.{key}='cudnn' needs an NVIDIA GPU",
+                           "platform here is 'cpu'", fix)
     assert not workdir.exists()
 
 

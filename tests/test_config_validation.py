@@ -9,7 +9,7 @@ import zoo
 from experiments.config_check import load_config
 from zoo.errors import ConfigError
 from zoo.models import get_config, list_models
-from zoo.train.config import base_config, validate
+from zoo.train.config import base_config, check_platform, validate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "experiments", "configs", "*.py"))
@@ -168,3 +168,15 @@ def test_a_missing_config_file_names_the_ones_there_are(tmp_path):
     with pytest.raises(ConfigError, match=r"config file .*nope\.py' does not exist; pass one "
                                           r"of .*gpt_tiny\.py"):
         load_config(str(tmp_path / "nope.py"))
+
+
+@pytest.mark.parametrize("model,key", [("gpt_tiny", "attention_implementation"),
+                                       ("lstm_lm", "rnn_implementation")])
+def test_cudnn_kernels_are_refused_off_an_nvidia_gpu_only(model, key):
+    config = base_config(model, **{key: "cudnn"})
+    validate(config)  # a config file is platform-free: cuDNN is a valid choice
+    check_platform(config, "cuda")
+    for platform in ("cpu", "tpu", "rocm"):
+        with pytest.raises(ConfigError, match=f"config.{key}='cudnn' needs an NVIDIA GPU"):
+            check_platform(config, platform)
+    check_platform(base_config(model), "cpu")  # the automatic / scan defaults run anywhere

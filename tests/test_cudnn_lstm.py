@@ -113,6 +113,14 @@ def test_unsupported_settings_are_refused(overrides, message):
         model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
 
 
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="runs where cuDNN is absent")
+def test_cudnn_off_an_nvidia_gpu_is_refused_naming_the_fix():
+    model = zoo.create_model("lstm_lm", vocab_size=16, emb_dim=8, hidden_size=8,
+                             rnn_implementation="cudnn")
+    with pytest.raises(ValueError, match="needs an NVIDIA GPU.*rnn_implementation='scan'"):
+        model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+
+
 @pytest.mark.skipif(jax.default_backend() != "gpu",
                     reason="needs an NVIDIA GPU (JAX_PLATFORMS=cuda)")
 @pytest.mark.parametrize("num_layers,bidirectional", [(1, False), (2, True)])

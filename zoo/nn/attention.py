@@ -67,9 +67,10 @@ def choose_implementation(requested: Implementation, *, platform: str, dtype, he
     platform: "cuda", "rocm", "tpu" or "cpu" (`current_platform()`); dtype: the operands'.
     A `requested` implementation is returned as it is (after validation), except that a call
     with a boolean mask, which the fused kernels cannot take, runs on XLA's, and so does a
-    call with segment ids on cuDNN.
+    call with segment ids on cuDNN. Requesting "cudnn" off an NVIDIA GPU is a ValueError.
     """
     check_implementation(requested)
+    check_platform(requested, platform)
     if mask_kind not in MASK_KINDS:
         raise ValueError(f"mask_kind must be one of {MASK_KINDS}; got {mask_kind!r}.")
     segments = mask_kind in ("segments", "causal_segments")
@@ -264,6 +265,15 @@ def check_implementation(implementation: Implementation) -> None:
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"attention_implementation must be one of {IMPLEMENTATIONS}; got "
                          f"{implementation!r}.")
+
+
+def check_platform(implementation: Implementation, platform: str) -> None:
+    """ValueError when `implementation` is a kernel `platform` does not have: cuDNN's needs an
+    NVIDIA GPU. (Pallas's TPU kernel is not refused off a TPU: its interpreter runs it on CPU.)"""
+    if implementation == "cudnn" and platform != "cuda":
+        raise ValueError(f"attention_implementation='cudnn' needs an NVIDIA GPU, and JAX's "
+                         f"platform here is {platform!r}; leave it None (each platform's "
+                         "fastest kernel) or choose 'xla'.")
 
 
 def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *,

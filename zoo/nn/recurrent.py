@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.nn import cudnn_lstm
+from zoo.nn.attention import current_platform
 from zoo.nn.cells import (Carry, CellParams, accumulation_dtype, cell_params, get_cell_type,
                           operand_dtype, project_inputs, project_tokens)
 from zoo.nn.recurrence import recurrence
@@ -196,6 +197,12 @@ class RecurrentStack(nn.Module):
                              "(jax.experimental.rnn has no 16-bit LSTM); got compute dtype "
                              f"{jnp.dtype(self.dtype).name}. Use compute_dtype='float32' or "
                              "rnn_implementation='scan'.")
+        platform = current_platform()
+        if self.implementation == "cudnn" and platform != "cuda":
+            raise ValueError(f"implementation='cudnn' needs an NVIDIA GPU, and JAX's platform "
+                             f"here is {platform!r}; use rnn_implementation='scan' (any "
+                             "platform), or 'cudnn_reference' for the cuDNN call's plain-JAX "
+                             "reference.")
 
     def _cudnn(self, x: jax.Array, lengths: jax.Array | None, initial_carry: Carry | None,
                train: bool, embedding: jax.Array | None) -> tuple[jax.Array, Carry]:

@@ -165,6 +165,23 @@ def validate(config: ml_collections.ConfigDict) -> None:
     get_config(config.model, **model_overrides(config)).validate()  # ranges, then choices
 
 
+# Model fields that can force a kernel a platform lacks -> the fix the refusal names.
+_GPU_ONLY_KERNELS = {
+    "attention_implementation": "leave it unset (each platform's fastest kernel) or set "
+                                "--config.attention_implementation=xla",
+    "rnn_implementation": "set --config.rnn_implementation=scan",
+}
+
+
+def check_platform(config: ml_collections.ConfigDict, platform: str) -> None:
+    """ConfigError when the config forces cuDNN's kernels and `platform`
+    (`zoo.nn.attention.current_platform()`: "cuda", "rocm", "tpu" or "cpu") is no NVIDIA GPU."""
+    for key, fix in _GPU_ONLY_KERNELS.items():
+        if config.get(key) == "cudnn" and platform != "cuda":
+            raise ConfigError(f"config.{key}='cudnn' needs an NVIDIA GPU, and JAX's platform "
+                              f"here is {platform!r}; {fix}.")
+
+
 def _validate_mesh(config: ml_collections.ConfigDict) -> None:
     """ConfigError for a malformed `mesh` or `logical_axis_rules` (whether the mesh fits the
     devices is checked when it is built)."""

@@ -42,11 +42,12 @@ from zoo import jax_runtime
 from zoo.data.pipelines import create_data
 from zoo.data.pipelines.loader import train_iterator
 from zoo.errors import NonFiniteError, WorkdirBusyError
+from zoo.nn.attention import current_platform
 from zoo.tasks.base import SampleSettings
 from zoo.train import checkpoint as checkpoint_lib
 from zoo.train import distributed, parallel, throughput
 from zoo.train.checkpoint import Checkpointer
-from zoo.train.config import validate
+from zoo.train.config import check_platform, validate
 from zoo.train.metric_writers import MetricWriter
 from zoo.train.optimizer import create_optimizer, learning_rate_schedule
 from zoo.train.parallel import ParallelPath
@@ -141,6 +142,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     to continue. The summary holds the final step, eval metrics, params and samples.
     """
     validate(config)
+    check_platform(config, current_platform())
     with _hold_workdir(workdir):
         return _train_and_evaluate(config, workdir, stop_after_step)
 
