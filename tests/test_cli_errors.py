@@ -69,17 +69,21 @@ def test_train_refuses_an_out_of_range_value_without_creating_the_workdir(tmp_pa
     assert not workdir.exists()
 
 
-@pytest.mark.skipif(os.environ.get("JAX_PLATFORMS", "cpu") != "cpu", reason="CPU: no cuDNN")
-@pytest.mark.parametrize("config,key,fix", [
-    (GPT_TINY, "attention_implementation", "--config.attention_implementation=xla"),
-    (os.path.join("experiments", "configs", "lstm_char.py"), "rnn_implementation",
-     "--config.rnn_implementation=scan"),
+@pytest.mark.skipif(os.environ.get("JAX_PLATFORMS", "cpu") != "cpu", reason="a CPU's kernels")
+@pytest.mark.parametrize("config,key,value,needs,fix", [
+    (GPT_TINY, "attention_implementation", "cudnn", "an NVIDIA GPU",
+     "--config.attention_implementation=xla"),
+    (GPT_TINY, "attention_implementation", "pallas", "a TPU",
+     "--config.attention_implementation=xla"),
+    (os.path.join("experiments", "configs", "lstm_char.py"), "rnn_implementation", "cudnn",
+     "an NVIDIA GPU", "--config.rnn_implementation=scan"),
 ])
-def test_cudnn_kernels_off_an_nvidia_gpu_are_refused_before_the_run(tmp_path, config, key, fix):
+def test_kernels_this_platform_lacks_are_refused_before_the_run(tmp_path, config, key, value,
+                                                                needs, fix):
     workdir = tmp_path / "run"
     out = _cli("train", f"--config={config}:runlocal", "--workdir", str(workdir),
-               f"--config.{key}=cudnn")
-    _assert_one_line_error(out, 2, f"config.{key}='cudnn' needs an NVIDIA GPU",
+               f"--config.{key}={value}")
+    _assert_one_line_error(out, 2, f"config.{key}='{value}' needs {needs}",
                            "platform here is 'cpu'", fix)
     assert not workdir.exists()
 

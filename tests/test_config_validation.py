@@ -170,13 +170,16 @@ def test_a_missing_config_file_names_the_ones_there_are(tmp_path):
         load_config(str(tmp_path / "nope.py"))
 
 
-@pytest.mark.parametrize("model,key", [("gpt_tiny", "attention_implementation"),
-                                       ("lstm_lm", "rnn_implementation")])
-def test_cudnn_kernels_are_refused_off_an_nvidia_gpu_only(model, key):
-    config = base_config(model, **{key: "cudnn"})
-    validate(config)  # a config file is platform-free: cuDNN is a valid choice
-    check_platform(config, "cuda")
-    for platform in ("cpu", "tpu", "rocm"):
-        with pytest.raises(ConfigError, match=f"config.{key}='cudnn' needs an NVIDIA GPU"):
+@pytest.mark.parametrize("model,key,value,home,name", [
+    ("gpt_tiny", "attention_implementation", "cudnn", "cuda", "an NVIDIA GPU"),
+    ("gpt_tiny", "attention_implementation", "pallas", "tpu", "a TPU"),
+    ("lstm_lm", "rnn_implementation", "cudnn", "cuda", "an NVIDIA GPU"),
+])
+def test_platform_kernels_are_refused_elsewhere_only(model, key, value, home, name):
+    config = base_config(model, **{key: value})
+    validate(config)  # a config file is platform-free: the kernel is a valid choice
+    check_platform(config, home)
+    for platform in {"cpu", "tpu", "rocm", "cuda"} - {home}:
+        with pytest.raises(ConfigError, match=f"config.{key}='{value}' needs {name}"):
             check_platform(config, platform)
     check_platform(base_config(model), "cpu")  # the automatic / scan defaults run anywhere

@@ -165,21 +165,26 @@ def validate(config: ml_collections.ConfigDict) -> None:
     get_config(config.model, **model_overrides(config)).validate()  # ranges, then choices
 
 
-# Model fields that can force a kernel a platform lacks -> the fix the refusal names.
-_GPU_ONLY_KERNELS = {
-    "attention_implementation": "leave it unset (each platform's fastest kernel) or set "
-                                "--config.attention_implementation=xla",
-    "rnn_implementation": "set --config.rnn_implementation=scan",
+# (model field, value) that forces a kernel only one platform has -> (that platform, its name,
+# the fix). A config file is platform-free; the loop checks these where the run starts.
+_AUTO_ATTENTION = ("leave it unset (each platform's fastest kernel) or set "
+                   "--config.attention_implementation=xla")
+_PLATFORM_KERNELS = {
+    ("attention_implementation", "cudnn"): ("cuda", "an NVIDIA GPU", _AUTO_ATTENTION),
+    ("attention_implementation", "pallas"): ("tpu", "a TPU", _AUTO_ATTENTION),
+    ("rnn_implementation", "cudnn"): ("cuda", "an NVIDIA GPU",
+                                      "set --config.rnn_implementation=scan"),
 }
 
 
 def check_platform(config: ml_collections.ConfigDict, platform: str) -> None:
-    """ConfigError when the config forces cuDNN's kernels and `platform`
-    (`zoo.nn.attention.current_platform()`: "cuda", "rocm", "tpu" or "cpu") is no NVIDIA GPU."""
-    for key, fix in _GPU_ONLY_KERNELS.items():
-        if config.get(key) == "cudnn" and platform != "cuda":
-            raise ConfigError(f"config.{key}='cudnn' needs an NVIDIA GPU, and JAX's platform "
-                              f"here is {platform!r}; {fix}.")
+    """ConfigError when the config forces a kernel `platform` (`zoo.nn.attention.
+    current_platform()`: "cuda", "rocm", "tpu" or "cpu") does not have: cuDNN's off an NVIDIA
+    GPU, Pallas's TPU flash attention off a TPU."""
+    for (key, value), (needed, name, fix) in _PLATFORM_KERNELS.items():
+        if config.get(key) == value and platform != needed:
+            raise ConfigError(f"config.{key}={value!r} needs {name}, and JAX's platform here is "
+                              f"{platform!r}; {fix}.")
 
 
 def _validate_mesh(config: ml_collections.ConfigDict) -> None:
