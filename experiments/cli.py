@@ -4,9 +4,11 @@
         cli.run(main)
 
 * An expected failure (any `zoo.errors.ZooError`, a bad flag, argument or config file, a missing
-  or unwritable file, a full disk, a refused value) prints one line `error: <message>` to stderr
+  or unwritable file, a full disk, a refused value, XLA running out of memory) prints one line `error: <message>` to stderr
   and exits with 2 (usage and config errors) or 1 (everything else), without a traceback;
   `--debug` lets it raise with its traceback instead. Anything else is a bug and raises as usual.
+* Ctrl-C outside the training loop's own handler (start-up, compiling) prints one line and
+  exits 130, as the loop does after its checkpoint.
 * absl logs at WARNING (orbax, grain and the TFDS readers log a lot at INFO) unless --verbosity
   is given.
 * --help, --helpshort, --helpfull and -h print the help and exit 0 (absl's own exit 1).
@@ -30,6 +32,7 @@ HELP_FLAGS = ("-h", "-?", "--help", "-help", "--helpshort", "-helpshort", "--hel
               "-helpfull", "--helpxml", "-helpxml")
 USAGE_EXIT = 2  # bad flags, arguments and config values
 FAILURE_EXIT = 1  # everything else that went wrong as foreseen (missing checkpoint, full disk)
+INTERRUPTED_EXIT = 130  # SIGINT, as the shell reports it
 # Errors of a user's making: their message is the whole story.
 _USAGE_ERRORS = (ConfigError, InputError, app.UsageError, flags.Error)
 # Errors raised as refusals, whose message names the fix, but that are not the zoo's own (a
@@ -37,11 +40,18 @@ _USAGE_ERRORS = (ConfigError, InputError, app.UsageError, flags.Error)
 _FOREIGN_REFUSALS = (OSError, ValueError)
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    """XLA's allocation failure (jax's JaxRuntimeError, matched by name: this module must not
+    import jax, whose backend the zoo configures first)."""
+    return (type(error).__name__ in ("JaxRuntimeError", "XlaRuntimeError")
+            and ("RESOURCE_EXHAUSTED" in str(error) or "Out of memory" in str(error)))
+
+
 def exit_code(error: BaseException) -> int | None:
     """USAGE_EXIT or FAILURE_EXIT for an expected error, None for one that is a bug."""
     if isinstance(error, _USAGE_ERRORS):
         return USAGE_EXIT
-    if isinstance(error, (ZooError,) + _FOREIGN_REFUSALS):
+    if isinstance(error, (ZooError,) + _FOREIGN_REFUSALS) or _out_of_memory(error):
         return FAILURE_EXIT
     return None
 
@@ -49,6 +59,10 @@ def exit_code(error: BaseException) -> int | None:
 def error_line(error: BaseException) -> str:
     """`error: <message>` on one line."""
     message = " ".join(str(error).split()) or type(error).__name__
+    if _out_of_memory(error):
+        first = str(error).strip().splitlines()[0]
+        return (f"error: out of memory: {first[:300]}; lower the batch size, sequence length or "
+                "number of samples (a training run resumes from its latest checkpoint)")
     required = re.fullmatch(r"flag --(\w+)=None: Flag --\1 must have a value other than None\.",
                             message)
     if required:  # absl's words for a required flag that was not given
@@ -132,6 +146,15 @@ def run(main: Callable[[list[str]], Any], *,
             logging.set_verbosity(logging.WARNING)
         try:
             return main(argv)
+        except KeyboardInterrupt:  # Ctrl-C outside the training loop's own handler (start-up,
+            if FLAGS.debug:       # compiling): no checkpoint was due, so nothing is lost
+                raise
+            print("error: interrupted (SIGINT); rerun the same command (a training run resumes "
+                  "from its workdir's latest checkpoint)", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            # Not sys.exit: interpreter shutdown while XLA's compiler threads still run has
+            # crashed with a segmentation fault.
+            os._exit(INTERRUPTED_EXIT)
         except Exception as error:  # noqa: BLE001 - sorted by exit_code below
             if FLAGS.debug or exit_code(error) is None:
                 raise

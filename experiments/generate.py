@@ -17,6 +17,7 @@ beside it (`zoo.convert.hf_tokenizer`: tokenizer.json, or vocab.json + merges.tx
 """
 from __future__ import annotations
 
+import math
 import os
 
 from absl import app, flags
@@ -29,10 +30,13 @@ flags.DEFINE_string("prompt", "", "Text to continue.")
 flags.DEFINE_integer("max_new_tokens", 200, "Tokens to generate (capped by the model's max_len).",
                      lower_bound=1)
 flags.DEFINE_float("temperature", 0.8, "Softmax temperature; 0 = greedy.", lower_bound=0.0)
+flags.register_validator("temperature", math.isfinite,
+                         message="--temperature must be a finite number >= 0 (0 = greedy).")
 flags.DEFINE_integer("top_k", 0, "Keep the k most likely tokens (0 = all).", lower_bound=0)
 flags.DEFINE_float("top_p", 0.95, "Nucleus sampling mass in (0, 1] (1 = off).")
 flags.DEFINE_integer("num_samples", 1, "Number of continuations.", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
+flags.DEFINE_integer("seed", 0, "Sampling seed, in [0, 2**32).", lower_bound=0,
+                     upper_bound=2**32 - 1)
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", lower_bound=0)
 flags.DEFINE_integer("beam_size", 1, "Encoder-decoder models: beam search when > 1.",
                      lower_bound=1)

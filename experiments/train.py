@@ -55,6 +55,9 @@ def loss_per_byte(metrics: dict, baselines: dict) -> float:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; overrides are --config.key=value.")
+    if not FLAGS.workdir.strip():
+        raise app.UsageError("--workdir is empty; pass the directory to train in (it is created "
+                             "if missing, and resumed if it holds checkpoints).")
     if os.path.exists(FLAGS.workdir) and not os.path.isdir(FLAGS.workdir):
         raise WorkdirError(f"--workdir {FLAGS.workdir!r} is a file, not a directory; pass a new "
                            "or existing directory.")

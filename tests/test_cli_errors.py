@@ -108,6 +108,8 @@ def test_reading_a_missing_workdir_says_so_and_creates_nothing(tmp_path, name, a
 @pytest.mark.parametrize("args,fragments", [
     (("--max_new_tokens", "-3"), ("--max_new_tokens=-3", "not a positive integer")),
     (("--num_samples", "0"), ("--num_samples=0", "not a positive integer")),
+    (("--temperature", "nan"), ("--temperature=nan", "finite")),
+    (("--seed", str(2**64)), (f"--seed={2**64}", "[0, 4294967295]")),
     (("--top_p", "0"), ("--top_p=0", "(0, 1]")),
     (("--temperature", "-1"), ("--temperature=-1", "non-negative")),
     (("--top_k", "-2"), ("--top_k=-2", "non-negative")),
@@ -134,6 +136,26 @@ def test_os_errors_are_one_line_and_debug_reraises():
     _assert_one_line_error(out, 1, "No space left on device", "/full/run")
     out = _run("-c", script, "--debug")
     assert out.returncode == 1 and "Traceback" in out.stderr and "OSError" in out.stderr
+
+
+def test_out_of_memory_is_one_line_naming_what_to_lower():
+    script = ("from experiments import cli\n"
+              "class JaxRuntimeError(RuntimeError):\n"
+              "    pass\n"
+              "def main(argv):\n"
+              "    raise JaxRuntimeError('RESOURCE_EXHAUSTED: Out of memory allocating 59405381184 "
+              "bytes.\\nmore detail')\n"
+              "cli.run(main)\n")
+    _assert_one_line_error(_run("-c", script), 1, "out of memory", "59405381184 bytes",
+                           "lower the batch size")
+
+
+def test_an_empty_workdir_is_refused_and_nothing_is_written(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "experiments.train",
+                          f"--config={os.path.join(REPO, GPT_TINY)}", "--workdir="], capture_output=True, text=True, env=_env(),
+                         cwd=tmp_path, timeout=300)
+    _assert_one_line_error(out, 2, "--workdir is empty")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_final_report_says_above_when_the_loss_exceeds_the_entropy():

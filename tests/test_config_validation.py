@@ -183,3 +183,23 @@ def test_platform_kernels_are_refused_elsewhere_only(model, key, value, home, na
         with pytest.raises(ConfigError, match=f"config.{key}='{value}' needs {name}"):
             check_platform(config, platform)
     check_platform(base_config(model), "cpu")  # the automatic / scan defaults run anywhere
+
+
+@pytest.mark.parametrize("model,overrides,message", [
+    ("gpt_tiny", dict(seq_len=300), r"seq_len=300 exceeds the model's max_len=256"),
+    ("gpt_tiny", dict(vocab_size=10), r"vocab_size=10 is below the 256 byte ids"),
+    ("gpt_tiny", dict(sample_prompt=""), r"sample_prompt is empty"),
+    ("gpt_tiny", dict(param_dtype="float16"), r"param_dtype='float16' cannot train"),
+    ("lstm_lm", dict(seed=-1), r"seed must be an integer in \[0, 2\*\*32\)"),
+    ("lstm_lm", dict(seed=2**32), r"seed must be an integer in \[0, 2\*\*32\)"),
+])
+def test_settings_that_fail_only_once_training_starts_are_refused(model, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(base_config(model, **overrides))
+
+
+def test_their_neighbours_pass():
+    validate(base_config("gpt_tiny", seq_len=256, sample_prompt="", num_samples=0,
+                         param_dtype="bfloat16", seed=2**32 - 1))
+    validate(base_config("gpt_tiny", vocab_size=100, tokenizer="sentencepiece"))
+    validate(base_config("seq2seq_lstm", vocab_size=64))  # a character vocabulary, not bytes

@@ -101,3 +101,22 @@ def test_remat_policies_give_the_same_gradients(remat, scan_layers):
     chex.assert_trees_all_close(grads(rematerialised), grads(plain), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="remat must be one of"):
         zoo.create_model("gpt_tiny", **SMALL, remat="some").init(jax.random.key(0), tokens)
+
+
+def test_bf16_parameters_train_and_keep_their_dtype():
+    """param_dtype='bfloat16': the float32 gradients must not promote the parameters or the
+    AdamW moments (the step's non-finite guard needs one type in both branches)."""
+    losses, state = _train("gpt_tiny", param_dtype="bfloat16", compute_dtype="bfloat16")
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0]
+    floats = {leaf.dtype for leaf in jax.tree.leaves((state.params, state.opt_state))
+              if jnp.issubdtype(leaf.dtype, jnp.floating)}
+    assert floats == {jnp.dtype(jnp.bfloat16)}
+
+
+def test_a_scanned_post_ln_stack_trains_in_bf16():
+    """transformer_tiny is post-LN: its blocks return their LayerNorm's bf16 while the scan's
+    carry enters as float32 (embeddings + sinusoidal positions) unless run_layers casts it."""
+    assert not zoo.get_config("transformer_tiny").pre_ln
+    f32_losses, _ = _train("transformer_tiny", scan_layers=True)
+    bf16_losses, _ = _train("transformer_tiny", scan_layers=True, compute_dtype="bfloat16")
+    np.testing.assert_allclose(bf16_losses, f32_losses, rtol=LOSS_RTOL)

@@ -204,6 +204,10 @@ def run_layers(block_cls: type[nn.Module], block_kwargs: dict[str, Any], num_lay
     cls = _rematerialised(block_cls, remat_policy(remat), scan)
     x = constrain_batch(x)
     if scan:
+        if not block_kwargs.get("pre_ln", True) and block_kwargs.get("dtype") is not None:
+            # A post-LN block returns its LayerNorm's (compute) dtype, and a scan's carry keeps
+            # one type: enter in it, as the unrolled stack's second layer does.
+            x = x.astype(block_kwargs["dtype"])
         stack = nn.scan(cls, variable_axes={"params": 0, "cache": 0},
                         split_rngs={"params": True, "dropout": True},
                         in_axes=(nn.broadcast,) * len(args), length=num_layers,

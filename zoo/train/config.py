@@ -81,6 +81,9 @@ def base_config(model: str, **overrides: Any) -> ml_collections.ConfigDict:
             raise ConfigError(f"config.{key} must be of type {config.get_type(key).__name__} (default "
                               f"{default!r}); got {value!r} of type {type(value).__name__}."
                               ) from None
+    max_len = config.get("max_len")
+    if "seq_len" not in overrides and isinstance(max_len, int) and max_len < config.seq_len:
+        config.seq_len = max_len  # the default rows must fit the model's positions
     config.lock()
     return config
 
@@ -137,6 +140,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in _NON_NEGATIVE_INTS:
         if key in config and not (_is_int(config[key]) and config[key] >= 0):
             raise ConfigError(f"config.{key} must be an integer >= 0; got {config[key]!r}.")
+    if config.get("param_dtype") == "float16":
+        raise ConfigError("config.param_dtype='float16' cannot train: AdamW's moments and "
+                          "epsilon (1e-8) underflow in float16 and its updates turn NaN within steps; keep "
+                          "param_dtype='float32' with compute_dtype='float16' (mixed precision), "
+                          "or use 'bfloat16'.")
+    if not (_is_int(config.seed) and 0 <= config.seed < 2**32):  # jax.random.key's range
+        raise ConfigError(f"config.seed must be an integer in [0, 2**32); got {config.seed!r}.")
     for key, (test, allowed) in _RANGES.items():
         if key in config and not (_is_real(config[key]) and test(config[key])):
             raise ConfigError(f"config.{key} must be {allowed}; got {config[key]!r}.")
@@ -161,6 +171,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _validate_processes(config)
     _validate_batching(config)
     validate_tokenizer(config)
+    _validate_lengths(config)
     _validate_mesh(config)
     get_config(config.model, **model_overrides(config)).validate()  # ranges, then choices
 
@@ -209,6 +220,24 @@ def _validate_mesh(config: ml_collections.ConfigDict) -> None:
 TOKENIZER_NAMES = ("byte", "sentencepiece")
 SPM_MODEL_TYPES = ("unigram", "bpe")
 LM_TASKS = ("causal_lm", "bidirectional_lm", "masked_lm")  # what a SentencePiece model serves
+
+
+def _validate_lengths(config: ml_collections.ConfigDict) -> None:
+    """ConfigError for sizes that only fail once data meets the model: rows longer than the
+    model's positions, byte ids past a language model's vocabulary, an empty sample prompt."""
+    seq_len, max_len = config.seq_len, config.get("max_len")
+    if _is_int(max_len) and seq_len > max_len:
+        raise ConfigError(f"config.seq_len={seq_len} exceeds the model's max_len={max_len} "
+                          f"(its positions); lower --config.seq_len or raise --config.max_len.")
+    task = get_spec(config.model).task
+    byte_lm = task in LM_TASKS and config.get("tokenizer", "byte") == "byte"
+    if byte_lm and _is_int(config.vocab_size) and config.vocab_size < 256:
+        raise ConfigError(f"config.vocab_size={config.vocab_size} is below the 256 byte ids of "
+                          "tokenizer='byte'; set --config.vocab_size=256 or more, or use "
+                          "--config.tokenizer=sentencepiece for a smaller vocabulary.")
+    if task == "causal_lm" and config.get("num_samples", 0) and not config.get("sample_prompt"):
+        raise ConfigError("config.sample_prompt is empty, and the run's samples continue it; "
+                          "give it some text, or set --config.num_samples=0.")
 
 
 def validate_tokenizer(config: ml_collections.ConfigDict) -> None:

@@ -111,7 +111,11 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, task: Task,
 
     def update(s: TrainState):
         updated = s.apply_gradients(grads=grads)
-        return updated.params, updated.opt_state
+        # Back to the state's own dtypes: with 16-bit params (param_dtype) the float32
+        # gradients promote the update and optimizer moments to float32, and both branches of
+        # the cond must return the same types. A no-op for float32 params.
+        return jax.tree.map(lambda new, old: new.astype(old.dtype),
+                            (updated.params, updated.opt_state), (s.params, s.opt_state))
 
     # A cond, not a select over every parameter: on CPU (gpt_tiny, 2026-11-30) the select cost
     # 5-8% of a B=4 T=128 step, the cond 1-3%; at B=16 T=256 the cond is within noise.

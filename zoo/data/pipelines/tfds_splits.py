@@ -238,7 +238,8 @@ def _cannot_open(dataset: str, split: str, data_dir: str, instead: str, serves: 
     missing = [s for s in _split_names(split) if s not in splits]
     if missing:
         fix = ("training reads its 'train' split" if "train" in missing else
-               "set --config.eval_split to one of them")
+               "name one of them as the eval split: --config.eval_split in training, "
+               "--split in experiments.evaluate")
         return ConfigError(
             f"TFDS dataset {dataset!r} has no split {', '.join(map(repr, missing))}; its splits "
             f"are {', '.join(map(repr, sorted(splits)))} ({fix}).")
