@@ -67,7 +67,9 @@ def main(argv):
             return
         tokenizer = load_tokenizer(workdir, meta, model)
     if spec.decoder_cls is None:
-        raise app.UsageError(f"model {meta['model']!r} cannot generate text.")
+        raise app.UsageError(f"model {meta['model']!r} ({spec.task}) cannot generate text: "
+                             "generate continues causal language models and translates with "
+                             "seq2seq ones; pass the workdir of such a run.")
     try:
         samples = sample_texts(
             spec.decoder_cls(model), params, tokenizer, FLAGS.prompt,
@@ -118,10 +120,13 @@ def translate_prompt(translator) -> list[str]:
     from zoo.decode.sampling import generate
     from zoo.decode.translate import encode_sources
 
+    if not FLAGS.prompt:
+        raise app.UsageError("--prompt is empty: for a seq2seq workdir it is the source text to "
+                             "translate; pass one.")
     prompts = [FLAGS.prompt] * FLAGS.num_samples
     try:
         if FLAGS.temperature == 0 or FLAGS.beam_size > 1:
-            return translator(prompts, beam_size=FLAGS.beam_size)
+            return translator(prompts, beam_size=FLAGS.beam_size, max_len=FLAGS.max_new_tokens)
         seq_len = translator.config["seq_len"]
         sources = encode_sources(translator.vocab, prompts, seq_len,
                                  reverse_source=translator.config.get("reverse_source", False))

@@ -151,9 +151,11 @@ def test_requested_implementation_wins_except_for_dense_masks():
 
 @pytest.mark.parametrize("platform", ["cpu", "tpu", "rocm"])
 def test_cudnn_off_an_nvidia_gpu_is_refused_naming_the_platform(platform):
-    for kind in ("causal", "dense"):
+    for kind in ("causal", "lengths", "decode_step"):
         with pytest.raises(ValueError, match=f"needs an NVIDIA GPU.*'{platform}'.*'xla'"):
             _choose(platform=platform, requested="cudnn", mask_kind=kind)
+    for kind in ("dense", "segments"):  # calls cuDNN cannot take run on XLA's on any platform
+        assert _choose(platform=platform, requested="cudnn", mask_kind=kind) == "xla"
     if platform == "cpu":  # what a model forced to cuDNN meets on this CPU
         q = jnp.zeros((1, 4, 1, 8), jnp.bfloat16)
         with pytest.raises(ValueError, match="needs an NVIDIA GPU"):

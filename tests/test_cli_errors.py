@@ -88,6 +88,13 @@ def test_kernels_this_platform_lacks_are_refused_before_the_run(tmp_path, config
     assert not workdir.exists()
 
 
+def test_an_embedded_dataset_of_another_task_is_named_as_such(tmp_path):
+    out = _cli("train", f"--config={GPT_TINY}:runlocal", "--workdir", str(tmp_path / "run"),
+               "--config.dataset=zoo_code_tags")
+    _assert_one_line_error(out, 2, "'zoo_code_tags' is the zoo's embedded dataset for tagging",
+                           "use --config.dataset=zoo_text")
+
+
 def test_a_missing_flag_is_named():
     _assert_one_line_error(_cli("train", f"--config={GPT_TINY}"), 2, "--workdir is required")
 

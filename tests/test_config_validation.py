@@ -203,3 +203,18 @@ def test_their_neighbours_pass():
                          param_dtype="bfloat16", seed=2**32 - 1))
     validate(base_config("gpt_tiny", vocab_size=100, tokenizer="sentencepiece"))
     validate(base_config("seq2seq_lstm", vocab_size=64))  # a character vocabulary, not bytes
+
+
+@pytest.mark.parametrize("name", [None, 5, ["gpt_tiny"]])
+def test_a_model_name_that_is_not_a_string_is_a_config_error(name):
+    with pytest.raises(ConfigError, match="a model name is a string"):
+        zoo.create_model(name)
+    with pytest.raises(ConfigError, match="pattern string"):
+        zoo.list_models(3)
+
+
+def test_load_trained_names_a_wrongly_typed_argument(tmp_path):
+    with pytest.raises(ConfigError, match="step must be an int"):
+        zoo.load_trained(str(tmp_path), step="2")
+    with pytest.raises(ConfigError, match="workdir must be a path"):
+        zoo.load_trained(None)

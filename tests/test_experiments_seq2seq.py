@@ -80,11 +80,19 @@ def test_translate_saves_attention_and_names_unknown_characters(bahdanau_workdir
 def test_generate_works_for_an_encoder_decoder_workdir(tmp_path):
     _train("transformer_translate", tmp_path)
     runs = [_start("experiments.generate", "--workdir", str(tmp_path), "--prompt", "abc", *flags)
-            for flags in (["--temperature", "0.8", "--num_samples", "2"], ["--beam_size", "3"])]
-    for out in map(_finish, runs):  # sampling and beam search, side by side
+            for flags in (["--temperature", "0.8", "--num_samples", "2"], ["--beam_size", "3"],
+                          ["--beam_size", "3", "--max_new_tokens", "2"])]
+    for i, out in enumerate(map(_finish, runs)):  # sampling and beam search, side by side
         assert out.returncode == 0, out.stderr
         lines = out.stdout.strip().splitlines()
         assert lines and all(line.startswith("abc ->") for line in lines)
+        if i == 2:  # characters: at most --max_new_tokens of them
+            assert all(len(line.split("->", 1)[1].strip()) <= 2 for line in lines), lines
+    empty = [_start("experiments.generate", "--workdir", str(tmp_path), "--prompt", ""),
+             _start("experiments.translate", "--workdir", str(tmp_path), "")]
+    for out in map(_finish, empty):
+        assert out.returncode == 2 and "is empty" in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
 @pytest.mark.slow

@@ -222,6 +222,7 @@ def test_checked_apply_gives_plain_outputs_or_an_input_error(draw):
 # Found by this test once: ml_collections' TypeError / ValueError for a value of another type.
 @example(case=("gpt_tiny", {"seq_len": "a"}))
 @example(case=("bert_tiny", {"compute_dtype": {".": 0}}))
+@example(case=("bert_tiny", {"max_len": True}))  # once made the default seq_len True
 def test_run_config_overrides_are_fine_or_a_config_error_naming_the_key(case):
     model, overrides = case
     try:

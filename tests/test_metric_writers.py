@@ -75,3 +75,19 @@ def test_writer_closes_its_files_when_the_run_fails(tmp_path):
             raise RuntimeError("boom")
     assert writer._jsonl.closed
     assert json.loads((tmp_path / "metrics.jsonl").read_text())["loss"] == 1.0
+
+
+def test_a_resumed_run_drops_what_was_logged_past_its_checkpoint(tmp_path):
+    """Steps 1-5 logged, the last line cut short by a kill; the run resumes from step 3."""
+    from zoo.train.metric_writers import MetricWriter
+
+    path = tmp_path / "metrics.jsonl"
+    lines = [json.dumps({"step": s, "split": "train", "loss": 1.0}) for s in range(1, 6)]
+    path.write_text("\n".join(lines) + "\n" + '{"step": 6, "spl')
+    with MetricWriter(str(tmp_path), start_step=3) as writer:
+        writer.write(4, {"loss": 0.5})
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["step"], r["loss"]) for r in records] == [(1, 1.0), (2, 1.0), (3, 1.0), (4, 0.5)]
+    with MetricWriter(str(tmp_path), start_step=0):  # a fresh start keeps nothing logged after 0
+        pass
+    assert path.read_text() == ""

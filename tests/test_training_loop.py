@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 from experiments.config_check import load_config
-from zoo.errors import CheckpointError
+from zoo.errors import CheckpointError, ConfigError
+from zoo.models import get_config as get_model_config
 from zoo.models import get_spec
+from zoo.tasks import get_task
 from zoo.train.checkpoint import Checkpointer
 from zoo.train.loop import NonFiniteError, train_and_evaluate
 from zoo.train.throughput import peak_tflops
@@ -100,6 +102,14 @@ def test_checkpoint_of_a_different_model_is_refused(trained_workdir):
         train_and_evaluate(tiny_config(num_train_steps=4, emb_dim=16), str(trained_workdir))
 
 
+def test_a_run_resumes_with_another_kernel_for_the_same_parameters(tmp_path):
+    """E.g. a run trained on a GPU with cuDNN attention continues on a CPU with XLA's."""
+    train_and_evaluate(tiny_config(num_train_steps=2), str(tmp_path))
+    resumed = train_and_evaluate(tiny_config(num_train_steps=3, attention_implementation="xla",
+                                             remat="full"), str(tmp_path))
+    assert resumed["step"] == 3
+
+
 @pytest.mark.slow
 def test_generate_cli_samples_from_the_latest_checkpoint(trained_workdir):
     cmd = [sys.executable, "-m", "experiments.generate", "--workdir", str(trained_workdir),
@@ -119,8 +129,15 @@ def test_generate_cli_without_a_checkpoint(tmp_path):
 
 
 def test_token_ids_outside_the_vocabulary_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"vocab_size=100 is below the 256 byte ids"):
+        train_and_evaluate(tiny_config(vocab_size=100), str(tmp_path))  # before the run
+    # The loop's check of every batch, for data whose ids no config setting foresees.
+    config = get_model_config("gpt_tiny", vocab_size=100)
+    task = get_task("causal_lm", config)
+    ids = np.full((1, 4), 226, np.int32)
     with pytest.raises(ValueError, match=r"outside \[0, vocab_size=100\)"):
-        train_and_evaluate(tiny_config(vocab_size=100), str(tmp_path))
+        task.check_batch({"inputs": ids, "targets": ids, "weights": np.ones((1, 4), np.float32)},
+                         config)
 
 
 def test_sequence_longer_than_max_len_is_refused(tmp_path):
@@ -179,6 +196,11 @@ def test_sigkill_then_restart_ends_bit_identical(tmp_path):
     a, b = Checkpointer(str(clean)), Checkpointer(str(killed))
     assert a.latest_step() == b.latest_step() == 40
     chex.assert_trees_all_equal(a.saved_state(40), b.saved_state(40))
+    # What the killed run logged past its checkpoint is dropped when the restart resumes.
+    logged = {run: [(r["split"], r["step"]) for r in map(json.loads, open(run / "metrics.jsonl"))]
+              for run in (clean, killed)}
+    assert len(logged[killed]) == len(set(logged[killed])), logged[killed]
+    assert set(logged[clean]) <= set(logged[killed])
 
 
 @pytest.mark.slow

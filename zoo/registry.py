@@ -62,10 +62,16 @@ def register_model(name: str, config_cls: type, module_cls: type,
 
 def list_models(pattern: str = "*") -> list[str]:
     """Sorted names of the registered models matching a shell-style `pattern` ("gpt*")."""
+    if not isinstance(pattern, str):
+        raise ConfigError(f"list_models takes a shell-style pattern string such as 'gpt*'; got "
+                          f"{pattern!r}.")
     return sorted(n for n in _registered() if fnmatch.fnmatch(n, pattern))
 
 
 def get_spec(name: str) -> ModelSpec:
+    if not isinstance(name, str):
+        raise ConfigError(f"a model name is a string; got {name!r} of type {type(name).__name__}."
+                          f" Available models: {', '.join(list_models())}.")
     if name not in _registered():
         close = [n for n in _REGISTRY if n.split("_")[0] == name.split("_")[0]]
         hint = f" Did you mean one of {close}?" if close else ""

@@ -25,11 +25,18 @@ class Translator:
         return self.meta["config"]
 
     def __call__(self, texts, *, beam_size: int = 1, length_penalty: float = 0.6,
-                 batch_size: int = 250, unknown: str = "error") -> list[str]:
+                 batch_size: int = 250, unknown: str = "error",
+                 max_len: int | None = None) -> list[str]:
+        """`max_len`: output tokens at most (default and cap: the run's seq_len)."""
         from zoo.decode.translate import translate
 
-        return translate(self.decoder, self.params, self.vocab, texts,
-                         seq_len=self.config["seq_len"], max_len=self.config["seq_len"],
+        empty = [i for i, text in enumerate(texts) if not text]
+        if empty:
+            raise ValueError(f"text {empty[0]} of {len(texts)} is empty: there is nothing to "
+                             "translate; pass the source sentence.")
+        seq_len = self.config["seq_len"]
+        return translate(self.decoder, self.params, self.vocab, texts, seq_len=seq_len,
+                         max_len=seq_len if max_len is None else min(max_len, seq_len),
                          batch_size=min(batch_size, len(texts)), beam_size=beam_size,
                          length_penalty=length_penalty,
                          reverse_source=self.config.get("reverse_source", False),

@@ -67,10 +67,10 @@ def choose_implementation(requested: Implementation, *, platform: str, dtype, he
     platform: "cuda", "rocm", "tpu" or "cpu" (`current_platform()`); dtype: the operands'.
     A `requested` implementation is returned as it is (after validation), except that a call
     with a boolean mask, which the fused kernels cannot take, runs on XLA's, and so does a
-    call with segment ids on cuDNN. Requesting "cudnn" off an NVIDIA GPU is a ValueError.
+    call with segment ids on cuDNN. Any other call requesting "cudnn" off an NVIDIA GPU is a
+    ValueError.
     """
     check_implementation(requested)
-    check_platform(requested, platform)
     if mask_kind not in MASK_KINDS:
         raise ValueError(f"mask_kind must be one of {MASK_KINDS}; got {mask_kind!r}.")
     segments = mask_kind in ("segments", "causal_segments")
@@ -78,6 +78,7 @@ def choose_implementation(requested: Implementation, *, platform: str, dtype, he
         return "xla"
     if requested == "cudnn" and segments:
         return "xla"
+    check_platform(requested, platform)  # a call cuDNN would run
     if requested is not None:
         return requested
     if platform == "cpu":

@@ -82,7 +82,7 @@ def base_config(model: str, **overrides: Any) -> ml_collections.ConfigDict:
                               f"{default!r}); got {value!r} of type {type(value).__name__}."
                               ) from None
     max_len = config.get("max_len")
-    if "seq_len" not in overrides and isinstance(max_len, int) and max_len < config.seq_len:
+    if "seq_len" not in overrides and _is_int(max_len) and 0 < max_len < config.seq_len:
         config.seq_len = max_len  # the default rows must fit the model's positions
     config.lock()
     return config
@@ -226,7 +226,7 @@ def _validate_lengths(config: ml_collections.ConfigDict) -> None:
     """ConfigError for sizes that only fail once data meets the model: rows longer than the
     model's positions, byte ids past a language model's vocabulary, an empty sample prompt."""
     seq_len, max_len = config.seq_len, config.get("max_len")
-    if _is_int(max_len) and seq_len > max_len:
+    if _is_int(max_len) and max_len >= 1 and seq_len > max_len:  # max_len < 1: the model says
         raise ConfigError(f"config.seq_len={seq_len} exceeds the model's max_len={max_len} "
                           f"(its positions); lower --config.seq_len or raise --config.max_len.")
     task = get_spec(config.model).task

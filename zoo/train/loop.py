@@ -262,7 +262,7 @@ def _train_and_evaluate(config, workdir, stop_after_step):
             return False
         return distributed.any_process(signals.received is not None)
 
-    writer = MetricWriter(workdir, enabled=is_chief)
+    writer = MetricWriter(workdir, enabled=is_chief, start_step=start_step)
     tokens_per_step = global_batch * config.seq_len
     flops_per_step = peak = None
     if spec.train_flops is not None:  # the families that count their FLOPs log TFLOP/s and MFU

@@ -25,15 +25,48 @@ def _summary_writer_class() -> type:
     return SummaryWriter
 
 
-class MetricWriter:
-    """`write(step, {"loss": 1.2, ...}, split="train")` appends one JSON line and TB scalars."""
+def keep_records_until(path: str, step: int) -> int:
+    """Rewrites the JSON-lines file `path` without its records past `step` (and without lines
+    that do not parse, such as one cut short by a kill); returns how many were dropped."""
+    if not os.path.exists(path):
+        return 0
+    kept, dropped = [], 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                keep = int(json.loads(line)["step"]) <= step
+            except (ValueError, KeyError, TypeError):
+                keep = False
+            if keep:
+                kept.append(line if line.endswith("\n") else line + "\n")
+            else:
+                dropped += 1
+    if dropped:
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        os.replace(path + ".tmp", path)
+    return dropped
 
-    def __init__(self, workdir: str, enabled: bool = True):
+
+class MetricWriter:
+    """`write(step, {"loss": 1.2, ...}, split="train")` appends one JSON line and TB scalars.
+
+    `start_step`: the step the run starts from (its checkpoint's; 0 for a fresh one). What an
+    earlier, interrupted run logged past it is dropped, from metrics.jsonl and (tensorboardX's
+    `purge_step`) from TensorBoard, so that a resumed run's metrics hold each step once.
+    """
+
+    def __init__(self, workdir: str, enabled: bool = True, start_step: int | None = None):
         self.enabled = enabled
         if enabled:
             os.makedirs(workdir, exist_ok=True)
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
-            self._tb = _summary_writer_class()(os.path.join(workdir, "tensorboard"))
+            jsonl = os.path.join(workdir, "metrics.jsonl")
+            if start_step is not None:
+                keep_records_until(jsonl, start_step)
+            self._jsonl = open(jsonl, "a", encoding="utf-8")
+            purge = None if start_step is None else start_step + 1
+            self._tb = _summary_writer_class()(os.path.join(workdir, "tensorboard"),
+                                               purge_step=purge)
 
     def write(self, step: int, metrics: dict[str, Any], split: str = "train") -> None:
         if not self.enabled:

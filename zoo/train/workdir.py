@@ -15,13 +15,14 @@ written before SentencePiece existed name "byte").
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 from typing import Any
 
 import jax
 import ml_collections
 
-from zoo.errors import CheckpointError, ZooError
+from zoo.errors import CheckpointError, ConfigError, ZooError
 from zoo.models import ModelSpec, get_config, get_spec, saved_config_fields
 from zoo.tasks import Task, get_task
 from zoo.train.checkpoint import Checkpointer, DamagedCheckpoint
@@ -70,6 +71,12 @@ def check_record(saved: dict[str, Any]) -> None:
                                 f"{', '.join(wrong)})")
 
 
+# Model fields that choose how the same parameters are computed (a kernel, rematerialisation,
+# unrolling): a run may resume with other values, e.g. a cuDNN run from a GPU on a CPU.
+KERNEL_FIELDS = ("attention_implementation", "rnn_implementation", "remat", "scan_unroll",
+                 "unroll")
+
+
 def check_same_model(saved: dict[str, Any], meta: dict[str, Any], directory: str) -> None:
     """Raises CheckpointError when a checkpoint's model, or a run field the resumed data
     position depends on, differs from this run's (DamagedCheckpoint when its record is
@@ -86,10 +93,10 @@ def check_same_model(saved: dict[str, Any], meta: dict[str, Any], directory: str
     if saved.get("model") != meta["model"]:
         raise CheckpointError(f"the checkpoint in {directory} belongs to model "
                               f"{saved.get('model')!r} but this run builds {meta['model']!r}. {fix}")
-    if saved.get("model_config") != meta["model_config"]:
-        diff = {k: (saved.get("model_config", {}).get(k), v)
-                for k, v in meta["model_config"].items()
-                if saved.get("model_config", {}).get(k) != v}
+    diff = {k: (saved.get("model_config", {}).get(k), v)
+            for k, v in meta["model_config"].items()
+            if k not in KERNEL_FIELDS and saved.get("model_config", {}).get(k) != v}
+    if diff:
         raise CheckpointError(f"the checkpoint in {directory} was written by a {meta['model']!r} "
                               f"with other settings (saved vs now: {diff}). {fix}")
     saved_run, run = saved.get("config", {}), meta.get("config", {})
@@ -142,7 +149,12 @@ def load_trained(workdir: str, step: int | None = None):
     """(registry spec, model, params, meta) from a workdir's latest intact (or given)
     checkpoint; meta["step"] is the step restored. Only reads: nothing in `workdir` is created
     or moved. CheckpointError when there is no checkpoint or the given one is damaged."""
-    ckpt = Checkpointer(workdir, read_only=True)
+    if not isinstance(workdir, (str, os.PathLike)):
+        raise ConfigError(f"workdir must be a path (str); got {workdir!r}.")
+    if step is not None and (not isinstance(step, numbers.Integral) or isinstance(step, bool)):
+        raise ConfigError(f"step must be an int (or None: the latest intact checkpoint); got "
+                          f"{step!r} of type {type(step).__name__}.")
+    ckpt = Checkpointer(os.fspath(workdir), read_only=True)
     try:
         steps = ckpt.all_steps()
         if not steps:

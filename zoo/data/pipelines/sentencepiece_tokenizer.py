@@ -132,7 +132,9 @@ def _reason(message: str) -> str:
     too_low = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", message)
     if too_low:
         return (f"its characters, the 256 byte pieces and the special ids need at least "
-                f"{too_low.group(2)}; raise --config.spm_vocab_size")
+                f"{too_low.group(2)}; raise --config.vocab_size to that or more (the "
+                "vocabulary defaults to it; an explicit --config.spm_vocab_size must not exceed "
+                "it)")
     detail = " ".join(message.split("] ")[-1].split()) or "training failed"
     return f"{detail}; choose another --config.spm_vocab_size"
 

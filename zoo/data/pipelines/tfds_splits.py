@@ -143,6 +143,10 @@ def check_dataset_name(dataset: str, instead: str = "") -> type[tfds.core.Datase
         raise ConfigError(f"the TFDS builder of {dataset!r} cannot be imported here "
                           f"({type(e).__name__}: {_one_line(e)}); install {e.name or 'what it names'}"
                           f"{or_instead}.") from e
+    if cls is None and str(name) in TASKS:  # the zoo's own, registered only where it is read
+        use = f"; use {instead}" if instead else ""
+        raise ConfigError(f"{str(name)!r} is the zoo's embedded dataset for {TASKS[str(name)]}, "
+                          f"which this model's task does not read{use}.")
     if cls is None:
         close = _close(str(name), tfds.list_builders(with_community_datasets=False))
         hint = (f"close names: {close}" if close else "no close name; list them with python -c "
