@@ -110,7 +110,8 @@ def test_a_vocabulary_the_texts_cannot_fill_is_a_config_error(texts):
     with pytest.raises(ConfigError, match=r"vocabulary of 100000 pieces from the texts: they "
                                           r"hold at most \d+; lower --config\.spm_vocab_size"):
         train_sentencepiece(texts[:20], model_type="bpe", vocab_size=100_000, what="the texts")
-    with pytest.raises(ConfigError, match=r"need at least \d+; raise --config\.spm_vocab_size"):
+    with pytest.raises(ConfigError, match=r"need at least \d+; raise --config\.vocab_size to "
+                                          r"that or more"):
         train_sentencepiece(texts[:20], model_type="unigram", vocab_size=100, what="the texts")
 
 
