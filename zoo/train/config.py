@@ -142,9 +142,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{key} must be an integer >= 0; got {config[key]!r}.")
     if config.get("param_dtype") == "float16":
         raise ConfigError("config.param_dtype='float16' cannot train: AdamW's moments and "
-                          "epsilon (1e-8) underflow in float16 and its updates turn NaN within steps; keep "
-                          "param_dtype='float32' with compute_dtype='float16' (mixed precision), "
-                          "or use 'bfloat16'.")
+                          "epsilon (1e-8) underflow in float16 and its updates turn NaN within "
+                          "steps; keep param_dtype='float32' with compute_dtype='float16' (mixed "
+                          "precision), or use 'bfloat16'.")
     if not (_is_int(config.seed) and 0 <= config.seed < 2**32):  # jax.random.key's range
         raise ConfigError(f"config.seed must be an integer in [0, 2**32); got {config.seed!r}.")
     for key, (test, allowed) in _RANGES.items():
